@@ -1,0 +1,5 @@
+import sys
+
+from locallearn.cli import main
+
+sys.exit(main())

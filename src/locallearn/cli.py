@@ -1,0 +1,98 @@
+"""The command line: `locallearn train | presets | eval`.
+
+Every failure a user can cause or meet is one line on stderr and an exit status:
+2 for a wrong command (unknown preset, key or type), 1 for a failure while running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from locallearn.errors import LocalLearnError, UsageError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="locallearn", description="Train neural networks with local learning rules.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    train = commands.add_parser("train", help="train a preset")
+    train.add_argument("preset", help="a preset name (see `locallearn presets`) or a YAML file")
+    train.add_argument("--out", type=Path, help="run folder (default: runs/PRESET-TIME)")
+    train.add_argument("--data-dir", help="where the dataset files are (same as data.dir=...)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, values in YAML")
+    commands.add_parser("presets", help="list the presets")
+    evaluate = commands.add_parser("eval", help="re-evaluate a saved run on the test set")
+    evaluate.add_argument("run_dir", type=Path)
+    return parser
+
+
+def cmd_train(args) -> int:
+    from locallearn.config import load_config
+    from locallearn.run import train
+
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.dir={json.dumps(args.data_dir)}")
+    if args.quiet:
+        overrides.append("logging.progress=false")
+    config = load_config(args.preset, overrides)
+    if args.resume and args.out is None:
+        raise UsageError("--resume needs --out RUN_DIR (the folder of the run to continue)")
+    preset = Path(args.preset).stem
+    out = args.out or Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = train(config, preset, out, resume=args.resume)
+    print(f"test_accuracy={summary['test_accuracy']:.4f} val_accuracy={summary['val_accuracy']} "
+          f"train_seconds={summary['train_seconds']:.1f} run={out}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from locallearn.config import preset_names, preset_text
+
+    for name in preset_names():
+        description = (yaml.safe_load(preset_text(name)) or {}).get("description", "")
+        print(f"{name:24s} {description}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from locallearn.run import evaluate_run
+
+    report = evaluate_run(args.run_dir)
+    print(json.dumps({k: report[k] for k in ("epoch", "val", "test")} | {"readout": report.get("readout")}))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "presets": cmd_presets, "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args, extra = build_parser().parse_known_args(argv)
+        if extra and (args.command != "train" or any(a.startswith("-") for a in extra)):
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:
+            args.overrides = [*args.overrides, *extra]
+        return COMMANDS[args.command](args)
+    except LocalLearnError as err:
+        print(f"locallearn: error: {err}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print("locallearn: interrupted; the last completed epoch is checkpointed (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The run configuration: a typed schema (pydantic), YAML presets and `KEY=VALUE` overrides.
+
+A config is built in three layers: the schema's defaults, a preset YAML file, then
+overrides given on the command line as dotted keys with YAML values. The `method`
+section is validated by the schema that the chosen method registers, so a new method
+brings its own keys without touching this file.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from locallearn.errors import UsageError
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values are checked strictly."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    name: Literal["mnist", "fashion-mnist", "cifar10", "imagefolder"] = "fashion-mnist"
+    dir: Optional[str] = None
+    batch_size: int = Field(100, gt=0)
+    eval_batch_size: int = Field(1000, gt=0)
+    train_subset: Optional[int] = Field(None, gt=0)
+    val_size: int = Field(5000, ge=0)
+    normalize: bool = True
+    download: bool = True
+
+
+class ModelConfig(Section):
+    arch: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [1000, 1000, 1000])
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    input_norm: Literal["rms", "l2", "none"] = "rms"
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, widths: list[int]) -> list[int]:
+        if not widths or any(w <= 0 for w in widths):
+            raise ValueError("must be a non-empty list of positive widths")
+        return widths
+
+
+GRANULARITY = re.compile(r"^(layer|end-to-end|block:[1-9][0-9]*)$")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, gt=0)
+    granularity: str = "layer"
+    seed: int = 0
+    threads: Optional[int] = Field(None, gt=0)
+    device: str = "auto"
+    eval_every: int = Field(1, ge=0)
+
+    @field_validator("granularity")
+    @classmethod
+    def _granularity(cls, value: str) -> str:
+        if not GRANULARITY.match(value):
+            raise ValueError("must be 'layer', 'end-to-end' or 'block:K' with K a positive integer")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.match(r"^(auto|cpu|cuda(:[0-9]+)?|mps)$", value):
+            raise ValueError("must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        return value
+
+
+class OptimConfig(Section):
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "linear-decay", "cosine"] = "constant"
+    decay_start: float = Field(0.5, ge=0, le=1)
+
+
+class EvalConfig(Section):
+    probes: bool = True
+    probe_epochs: int = Field(10, gt=0)
+    probe_lr: float = Field(1e-3, gt=0)
+
+
+class LoggingConfig(Section):
+    progress: bool = True
+    tensorboard: bool = False
+
+
+class MethodSection(BaseModel):
+    """The method's name; its other keys are validated by the method's own schema."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class Config(Section):
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodSection
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("locallearn") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    """The YAML text of a built-in preset, or of a YAML file when `name` is a path to one."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return Path(name).read_text()
+    if name not in preset_names():
+        raise UsageError(f"unknown preset '{name}'; valid presets: {', '.join(preset_names())}")
+    return (resources.files("locallearn") / "presets" / f"{name}.yaml").read_text()
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=VALUE` -> (['a', 'b'], VALUE parsed as YAML)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key or not re.match(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$", key):
+        raise UsageError(f"bad override '{item}'; expected KEY=VALUE with a dotted key, e.g. train.epochs=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise UsageError(f"bad override '{item}': the value is not valid YAML") from None
+    return key.split("."), value
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UsageError(f"'{'.'.join(path[: i + 1])}' is a value, not a section; cannot set '{'.'.join(path)}'")
+        node = child
+    node[path[-1]] = value
+
+
+def _format_error(err: ValidationError, prefix: str, schema: type[BaseModel]) -> str:
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    key = ".".join([prefix, *loc] if prefix else loc)
+    if first["type"] == "extra_forbidden":
+        section = _schema_at(schema, loc[:-1])
+        valid = sorted(section.model_fields) if section is not None else []
+        return f"unknown key '{key}'; valid keys here: {', '.join(valid)}"
+    if first["type"] == "missing":
+        return f"missing required key '{key}'"
+    got = first.get("input")
+    message = first["msg"].removeprefix("Value error, ")
+    return f"invalid value for '{key}': {message} (got {got!r})"
+
+
+def _schema_at(schema: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
+    for part in loc:
+        field = schema.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        schema = annotation
+    return schema
+
+
+def validate(tree: dict[str, Any]) -> Config:
+    """Validate a raw config tree, including the method's own section."""
+    from locallearn.methods import method_schema
+
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as err:
+        raise UsageError(_format_error(err, "", Config)) from None
+    method_tree = config.method.model_dump()
+    schema = method_schema(method_tree.pop("name"))
+    try:
+        method_cfg = schema.model_validate(method_tree)
+    except ValidationError as err:
+        raise UsageError(_format_error(err, "method", schema)) from None
+    config.method = MethodSection(name=config.method.name, **method_cfg.model_dump(mode="json"))
+    return config
+
+
+def load_config(preset: str, overrides: list[str] = ()) -> Config:
+    """Resolve preset + overrides into a validated `Config`."""
+    try:
+        tree = yaml.safe_load(preset_text(preset)) or {}
+    except yaml.YAMLError as err:
+        raise UsageError(f"preset '{preset}' is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise UsageError(f"preset '{preset}' must be a YAML mapping")
+    tree = copy.deepcopy(tree)
+    for item in overrides:
+        path, value = parse_override(item)
+        _set_path(tree, path, value)
+    return validate(tree)
+
+
+def method_options(config: Config, schema: type[BaseModel]) -> BaseModel:
+    """The method section as the method's own typed model."""
+    tree = config.method.model_dump()
+    tree.pop("name")
+    return schema.model_validate(tree)

@@ -1,0 +1,138 @@
+"""Datasets as normalised in-memory tensors: train / validation / test splits.
+
+`load_dataset` finds the files (see `locallearn.data.locate`), reads and checks them,
+holds the LAST `val_size` official training examples out for validation (model
+selection never looks at the test set) and normalises with statistics of the
+training part only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from locallearn.errors import UsageError
+
+DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10")
+NUM_CLASSES = 10
+
+
+@dataclass
+class RawData:
+    """A dataset as read from its files: uint8 images (N, C, H, W) and int64 labels (N,), as numpy arrays."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+@dataclass
+class DataSplits:
+    """Float32 images (N, C, H, W), normalised as `(x / 255 - mean) / std`, and int64 labels.
+
+    `pixel_low` / `pixel_high` are the normalised values of raw pixels 0 and 255, for
+    writing into images (e.g. a label overlay) on the same scale as the data.
+    """
+
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    mean: float
+    std: float
+    pixel_low: float
+    pixel_high: float
+
+    def to(self, device: torch.device | str) -> DataSplits:
+        """The same splits with every tensor on `device` (the whole dataset lives there during training)."""
+        moved = {name: getattr(self, name).to(device) for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        return replace(self, **moved)
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    val_size: int = 5000,
+    train_subset: int | None = None,
+    normalize: bool = True,
+    download: bool = True,
+) -> DataSplits:
+    """Load `name` ('mnist', 'fashion-mnist', 'cifar10') and split it.
+
+    Validation is the last `val_size` examples of the official training set; training is
+    the first `train_subset` of the rest (all when None). With `normalize`, one scalar
+    mean and std are computed over the training part (after the split) in x/255 units;
+    otherwise images are just x/255 (mean 0, std 1).
+    """
+    # Imported here, not at the top: these modules import RawData from this package.
+    from locallearn.data.cifar import load_cifar10
+    from locallearn.data.locate import find_dataset
+    from locallearn.data.mnist import load_idx_dataset
+
+    if name == "imagefolder":
+        raise UsageError(f"data.name=imagefolder is not implemented yet; use one of {', '.join(DATASET_NAMES)}")
+    if name not in DATASET_NAMES:
+        raise UsageError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}, imagefolder (not implemented yet)")
+    folder = find_dataset(name, data_dir, download)
+    raw = load_cifar10(folder) if name == "cifar10" else load_idx_dataset(folder)
+
+    n_official = len(raw.train_x)
+    if not 0 <= val_size < n_official:
+        raise UsageError(f"data.val_size={val_size} must be in 0..{n_official - 1}: {name} has {n_official} training examples")
+    n_rest = n_official - val_size
+    n_train = n_rest if train_subset is None else train_subset
+    if not 1 <= n_train <= n_rest:
+        raise UsageError(
+            f"data.train_subset={train_subset} must be in 1..{n_rest}: {name} has {n_rest} training examples "
+            f"left after holding out data.val_size={val_size}"
+        )
+    train_x, train_y = raw.train_x[:n_train], raw.train_y[:n_train]
+    val_x, val_y = raw.train_x[n_rest:], raw.train_y[n_rest:]
+
+    mean, std = 0.0, 1.0
+    if normalize:
+        mean, std = pixel_mean_std(train_x)
+
+    def images(x: np.ndarray) -> Tensor:
+        return torch.from_numpy(x).float().div_(255.0).sub_(mean).div_(std)
+
+    def labels(y: np.ndarray) -> Tensor:
+        return torch.tensor(y, dtype=torch.int64)
+
+    return DataSplits(
+        train_x=images(train_x),
+        train_y=labels(train_y),
+        val_x=images(val_x),
+        val_y=labels(val_y),
+        test_x=images(raw.test_x),
+        test_y=labels(raw.test_y),
+        num_classes=NUM_CLASSES,
+        image_shape=tuple(raw.train_x.shape[1:]),
+        mean=mean,
+        std=std,
+        pixel_low=(0.0 - mean) / std,
+        pixel_high=(1.0 - mean) / std,
+    )
+
+
+def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
+    """Mean and std of all pixels of uint8 `images`, in x/255 units (std 1 for constant images).
+
+    Computed exactly from a 256-bin histogram, without a float copy of the images.
+    """
+    counts = np.bincount(images.ravel(), minlength=256).astype(np.float64)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    mean = float(counts @ values / counts.sum())
+    if np.count_nonzero(counts) <= 1:
+        return mean, 1.0
+    return mean, float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum()))
+

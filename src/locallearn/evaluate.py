@@ -1,0 +1,89 @@
+"""Evaluation that makes methods comparable: the method's own classifiers, and linear probes.
+
+`classify` scores a split with every classifier a method has (for FF: goodness over all
+labels in one batched pass; for backprop: the heads). `linear_probes` trains a softmax
+classifier on frozen features of each block (and on the method's readout features), with
+no gradient into the network; it selects nothing on the test set.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from locallearn.methods.base import Method
+from locallearn.nn.network import LocalNet
+
+
+@torch.no_grad()
+def classify(method: Method, net: LocalNet, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Accuracy (0..1) of every classifier of `method.predict` on (x, y)."""
+    net.eval()
+    correct: dict[str, torch.Tensor] = {}
+    for start in range(0, x.shape[0], batch_size):
+        scores = method.predict(net, x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        for name, s in scores.items():
+            correct[name] = correct.get(name, 0) + (s.argmax(dim=1) == target).sum()
+    return {name: float(c) / max(x.shape[0], 1) for name, c in correct.items()}
+
+
+@torch.no_grad()
+def block_features(method: Method, net: LocalNet, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Each block's probe features for all of `x`, computed in batches."""
+    net.eval()
+    chunks = [method.features(net, x[start : start + batch_size]) for start in range(0, x.shape[0], batch_size)]
+    return [torch.cat(parts) for parts in zip(*chunks)]
+
+
+class LinearProbe(nn.Module):
+    """Standardise features with training statistics, then a linear softmax classifier."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, num_classes: int):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.linear = nn.Linear(mean.shape[0], num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear((features - self.mean) / self.std)
+
+
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, lr: float, seed: int, batch_size: int = 256) -> LinearProbe:
+    """Train a linear probe with Adam on fixed features (a fixed number of epochs, no early stopping)."""
+    generator = torch.Generator().manual_seed(seed)
+    probe = LinearProbe(features.mean(0), features.std(0) + 1e-6, num_classes).to(features.device)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
+    for _ in range(epochs):
+        order = torch.randperm(features.shape[0], generator=generator).to(features.device)
+        for start in range(0, features.shape[0], batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(probe(features[idx]), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return probe
+
+
+@torch.no_grad()
+def probe_accuracy(probe: LinearProbe, features: torch.Tensor, labels: torch.Tensor) -> float:
+    if features.shape[0] == 0:
+        return float("nan")
+    return float((probe(features).argmax(1) == labels).float().mean())
+
+
+def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int], epochs: int, lr: float, seed: int, batch_size: int) -> dict[str, dict[str, float]]:
+    """Val and test accuracy of a probe on each block, and of a readout on the concatenated `readout_blocks`."""
+    splits = {name: block_features(method, net, x, batch_size) for name, x in (("train", data.train_x), ("val", data.val_x), ("test", data.test_x))}
+    names = [block.name for block in net.blocks]
+    candidates = {name: [i] for i, name in enumerate(names)}
+    if len(readout_blocks) > 1:
+        candidates["readout"] = readout_blocks
+    results = {}
+    for name, blocks in candidates.items():
+        pick = {split: torch.cat([feats[i] for i in blocks], dim=1) for split, feats in splits.items()}
+        probe = fit_linear_probe(pick["train"], data.train_y, data.num_classes, epochs, lr, seed)
+        results[name] = {"val": probe_accuracy(probe, pick["val"], data.val_y), "test": probe_accuracy(probe, pick["test"], data.test_y)}
+    results.setdefault("readout", results[names[readout_blocks[0]]])
+    return results

@@ -1,0 +1,29 @@
+"""Methods registered by name; `locallearn.methods.get(name)` returns the class."""
+
+from __future__ import annotations
+
+from locallearn.errors import UsageError
+from locallearn.methods.base import DataInfo, Method, MethodOptions
+from locallearn.methods.backprop import Backprop
+from locallearn.methods.ff_supervised import FFSupervised
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (FFSupervised, Backprop)}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry (for methods defined outside the package)."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise UsageError(f"unknown method '{name}'; valid methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def method_schema(name: str) -> type[MethodOptions]:
+    return get(name).Options
+
+
+__all__ = ["DataInfo", "Method", "MethodOptions", "METHODS", "get", "register", "method_schema"]

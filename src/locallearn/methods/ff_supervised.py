@@ -1,0 +1,95 @@
+"""Supervised Forward-Forward (Hinton, 2022): the label is written into the image.
+
+Positives carry the true label, negatives a wrong one (uniform, or "hard": drawn from
+the model's own belief over the wrong labels, refreshed every few epochs as in
+Hinton's code). Each block learns to give positives high goodness and negatives low.
+An image is classified by trying every label in one batched pass and picking the
+label with the highest goodness, summed over the blocks (the first skipped, as Hinton).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+from pydantic import Field
+
+from locallearn.methods.base import Method, MethodOptions
+from locallearn.nn.layers import InputNorm
+from locallearn.nn.network import LocalNet
+from locallearn.objectives.goodness import FFGoodnessLoss
+from locallearn.views.base import Views
+from locallearn.views.labels import hard_wrong_labels, overlay_every_label, overlay_labels, overlay_neutral, uniform_wrong_labels
+
+
+class FFSupervisedOptions(MethodOptions):
+    goodness: Literal["sum", "mean"] = "sum"
+    loss: Literal["softplus", "symba"] = "softplus"
+    threshold: Optional[float] = None
+    symba_alpha: float = Field(4.0, gt=0)
+    negatives: Literal["uniform", "hard"] = "uniform"
+    hard_refresh_epochs: int = Field(1, gt=0)
+    peer_weight: float = Field(0.0, ge=0)
+    peer_momentum: float = Field(0.9, ge=0, lt=1)
+    skip_first: bool = True
+    classifier: Literal["goodness", "readout"] = "goodness"
+
+
+class FFSupervised(Method):
+    name = "ff-supervised"
+    Options = FFSupervisedOptions
+    primary = "goodness"
+
+    def __init__(self, options: FFSupervisedOptions, data):
+        super().__init__(options, data)
+        self.hard_labels: torch.Tensor | None = None
+        self.feature_norm = InputNorm("rms")
+
+    def objective(self, index: int, num_blocks: int, width: int) -> FFGoodnessLoss:
+        o = self.options
+        return FFGoodnessLoss(width, o.goodness, o.loss, o.threshold, o.symba_alpha, o.peer_weight, o.peer_momentum)
+
+    def _overlay(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return overlay_labels(x, labels, self.data.num_classes, self.data.pixel_low, self.data.pixel_high)
+
+    def make_views(self, x, y, index, generator) -> Views:
+        if self.options.negatives == "hard" and self.hard_labels is not None:
+            wrong = self.hard_labels[index]
+        else:
+            wrong = uniform_wrong_labels(y, self.data.num_classes, generator)
+        inputs = self._overlay(torch.cat([x, x]), torch.cat([y, wrong]))
+        return Views(inputs=inputs, num_positive=x.shape[0], labels=y)
+
+    def start_epoch(self, net, epoch, train_x, train_y, generator, batch_size) -> None:
+        if self.options.negatives != "hard" or epoch % self.options.hard_refresh_epochs:
+            return
+        chunks = []
+        for start in range(0, train_x.shape[0], batch_size):
+            scores = self.predict(net, train_x[start : start + batch_size])["goodness"]
+            chunks.append(hard_wrong_labels(scores, train_y[start : start + batch_size], generator))
+        self.hard_labels = torch.cat(chunks)
+
+    def goodness_per_label(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, C) goodness of every block for every candidate label, from one pass of B*C inputs."""
+        inputs = overlay_every_label(x, self.data.num_classes, self.data.pixel_low, self.data.pixel_high)
+        outputs = net.forward_blocks(inputs)
+        with torch.no_grad():
+            return [block.objective.score(out).view(x.shape[0], -1) for block, out in zip(net.blocks, outputs)]
+
+    def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        per_block = self.goodness_per_label(net, x)
+        used = per_block[1:] if self.options.skip_first and len(per_block) > 1 else per_block
+        scores = {block.name: g for block, g in zip(net.blocks, per_block)}
+        scores["goodness"] = torch.stack(used).sum(dim=0)
+        return scores
+
+    def features(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
+        """Normalised activities of each block for the image with a neutral label (the paper's readout input)."""
+        neutral = overlay_neutral(x, self.data.num_classes, self.data.pixel_low, self.data.pixel_high)
+        return [self.feature_norm(out.flatten(1)) for out in net.forward_blocks(neutral)]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {} if self.hard_labels is None else {"hard_labels": self.hard_labels}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.hard_labels = state.get("hard_labels")

@@ -1,0 +1,65 @@
+"""A network as a list of blocks; each block owns its layers and its local objective."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from locallearn.errors import UsageError
+from locallearn.nn.layers import DenseLayer
+
+
+def build_layers(arch: str, hidden: list[int], input_shape: tuple[int, ...], activation: str, input_norm: str) -> list[nn.Module]:
+    """The layers of the backbone, in order; each has an `out_features` attribute."""
+    if arch != "mlp":
+        raise UsageError(f"unknown model.arch '{arch}'; valid: mlp")
+    widths = [math.prod(input_shape), *hidden]
+    layers: list[nn.Module] = [DenseLayer(i, o, activation, input_norm) for i, o in zip(widths, widths[1:])]
+    layers[0] = nn.Sequential(nn.Flatten(), *layers[0])
+    layers[0].out_features = hidden[0]
+    return layers
+
+
+def group_layers(layers: list[nn.Module], granularity: str) -> list[list[nn.Module]]:
+    """Split layers into consecutive groups: one per layer, K even groups, or one group."""
+    if granularity == "layer":
+        return [[layer] for layer in layers]
+    if granularity == "end-to-end":
+        return [list(layers)]
+    k = int(granularity.split(":", 1)[1])
+    if k > len(layers):
+        raise UsageError(f"train.granularity=block:{k} asks for more blocks than the {len(layers)} layers of the model")
+    bounds = [round(i * len(layers) / k) for i in range(k + 1)]
+    return [list(layers[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+class Block(nn.Module):
+    """Consecutive layers trained together by one local objective with its own optimizer."""
+
+    def __init__(self, name: str, layers: list[nn.Module], objective: nn.Module):
+        super().__init__()
+        self.name = name
+        self.layers = nn.Sequential(*layers)
+        self.objective = objective
+        self.out_features = layers[-1].out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class LocalNet(nn.Module):
+    """The blocks in order. `forward_blocks` returns every block's output, without grad."""
+
+    def __init__(self, blocks: list[Block]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    @torch.no_grad()
+    def forward_blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for block in self.blocks:
+            x = block(x)
+            outputs.append(x)
+        return outputs

@@ -1,0 +1,83 @@
+"""Forward-Forward goodness and its losses (Hinton, 2022), as pure functions and a module.
+
+Goodness is how "active" a layer is for an example: the sum (or mean) of its squared
+activities. Each FF layer learns to give positives high and negatives low goodness.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def goodness(activity: torch.Tensor, kind: str = "sum") -> torch.Tensor:
+    """Per-example goodness of a (B, ...) activity tensor: sum or mean of squares -> (B,)."""
+    squares = activity.flatten(1).square()
+    return squares.sum(dim=1) if kind == "sum" else squares.mean(dim=1)
+
+
+def softplus_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The paper's loss: -log p(positive) with p = sigmoid(goodness - threshold), averaged over all examples."""
+    return torch.cat([F.softplus(threshold - g_pos), F.softplus(g_neg - threshold)]).mean()
+
+
+def symba_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float) -> torch.Tensor:
+    """SymBa (Lee & Song, 2023): softplus(-alpha * (g_pos - g_neg)), positives paired with negatives."""
+    return F.softplus(-alpha * (g_pos - g_neg)).mean()
+
+
+def peer_normalisation_loss(running_mean: torch.Tensor) -> torch.Tensor:
+    """Penalty pushing every unit's mean activity towards the layer's average (Hinton's peer normalisation)."""
+    return (running_mean - running_mean.mean()).square().mean()
+
+
+class FFGoodnessLoss(nn.Module):
+    """Local FF objective for a block whose output holds positives first, then negatives.
+
+    Example:
+        >>> loss_fn = FFGoodnessLoss(width=500, goodness_kind="sum")
+        >>> loss, metrics = loss_fn(layer_output, views)  # views.num_positive rows are positives
+    """
+
+    def __init__(
+        self,
+        width: int,
+        goodness_kind: str = "sum",
+        loss: str = "softplus",
+        threshold: float | None = None,
+        symba_alpha: float = 4.0,
+        peer_weight: float = 0.0,
+        peer_momentum: float = 0.9,
+    ):
+        super().__init__()
+        self.goodness_kind = goodness_kind
+        self.loss = loss
+        self.threshold = float(threshold if threshold is not None else (width if goodness_kind == "sum" else 1.0))
+        self.symba_alpha = symba_alpha
+        self.peer_weight = peer_weight
+        self.peer_momentum = peer_momentum
+        if peer_weight > 0:
+            self.register_buffer("running_mean", torch.zeros(width))
+
+    def forward(self, out: torch.Tensor, views) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        g = goodness(out, self.goodness_kind)
+        g_pos, g_neg = g[: views.num_positive], g[views.num_positive :]
+        if self.loss == "symba":
+            loss = symba_loss(g_pos, g_neg, self.symba_alpha)
+        else:
+            loss = softplus_loss(g_pos, g_neg, self.threshold)
+        metrics = {"ff_loss": loss.detach(), "g_pos": g_pos.detach().mean(), "g_neg": g_neg.detach().mean()}
+        if self.peer_weight > 0:
+            unit_means = out[: views.num_positive].transpose(0, 1).flatten(1).mean(dim=1)  # per unit (or channel)
+            running = self.peer_momentum * self.running_mean + (1 - self.peer_momentum) * unit_means
+            self.running_mean.copy_(running.detach())
+            peer = peer_normalisation_loss(running)
+            loss = loss + self.peer_weight * peer
+            metrics["peer_loss"] = peer.detach()
+        metrics["loss"] = loss.detach()
+        return loss, metrics
+
+    def score(self, out: torch.Tensor) -> torch.Tensor:
+        """Goodness per example: what goodness classification compares across labels."""
+        return goodness(out, self.goodness_kind)

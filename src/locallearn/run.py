@@ -1,0 +1,233 @@
+"""A training run and its folder: config.yaml, metrics.jsonl, checkpoints, summary.json.
+
+This is where the engine meets the file system: it loads the data, trains epoch by
+epoch, evaluates on the validation split, checkpoints atomically after every epoch,
+and at the end measures the test set once and writes the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import yaml
+
+from locallearn.atomic import write_json_atomic, write_text_atomic
+from locallearn.checkpoint import load_checkpoint, read_index, save_checkpoint
+from locallearn.config import Config, validate
+from locallearn.data import load_dataset
+from locallearn.engine import Trainer
+from locallearn.errors import RunError, UsageError
+from locallearn.evaluate import classify, linear_probes
+
+EpochCallback = Callable[[Trainer, dict], None]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError(f"train.device={name} but no CUDA device is available; use train.device=cpu or auto")
+    return device
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create `out` and check that it is writable, before any work is done."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise RunError(f"cannot write to output folder {out}: {err.strerror}") from None
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    diffs = []
+    for key in keys:
+        path = f"{prefix}{key}"
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            diffs += config_differences(a[key], b[key], path + ".")
+        elif a.get(key) != b.get(key):
+            diffs.append(path)
+    return diffs
+
+
+def resume_config(out: Path, requested: Config) -> Config:
+    """The saved config of the run in `out`; only `train.epochs` may differ from the requested one."""
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        raise RunError(f"no run to resume in {out} (config.yaml is missing)")
+    read_index(out)
+    saved = validate(yaml.safe_load(saved_path.read_text()))
+    diffs = [d for d in config_differences(saved.to_dict(), requested.to_dict()) if d not in ("train.epochs", "logging.progress")]
+    if diffs:
+        raise UsageError(f"--resume: the run in {out} was made with other settings ({', '.join(diffs)}); drop those overrides or use a new --out")
+    saved.train.epochs = requested.train.epochs
+    saved.logging = requested.logging
+    return saved
+
+
+class ProgressBar:
+    """A tqdm bar over the batches of an epoch with each block's running loss."""
+
+    def __init__(self, enabled: bool, epoch: int, epochs: int, total: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", leave=False, disable=None if enabled else True, file=sys.stderr, unit="batch")
+
+    def __call__(self, step: int, total: int, sums: list[dict]) -> None:
+        self.bar.update(1)
+        if step % 25 == 0 or step == total:
+            self.bar.set_postfix({f"loss{i + 1}": f"{float(s['loss']) / step:.3f}" for i, s in enumerate(sums)})
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def evaluate_final(trainer: Trainer, config: Config) -> tuple[dict, list[dict]]:
+    """Test and validation accuracy of every classifier, and per-block probe results."""
+    data, method, net = trainer.data, trainer.method, trainer.net
+    batch = config.data.eval_batch_size
+    val = classify(method, net, data.val_x, data.val_y, batch) if data.val_x.shape[0] else {}
+    test = classify(method, net, data.test_x, data.test_y, batch)
+    per_block = [{"name": b.name, "accuracy": test.get(b.name)} for b in net.blocks]
+    result = {"val": val, "test": test}
+    if config.eval.probes:
+        n = len(net.blocks)
+        readout = list(range(1, n)) if n > 1 else [0]
+        probes = linear_probes(method, net, data, readout, config.eval.probe_epochs, config.eval.probe_lr, config.train.seed, batch)
+        for entry in per_block:
+            entry["probe_accuracy"] = probes[entry["name"]]["test"]
+            entry["probe_val_accuracy"] = probes[entry["name"]]["val"]
+        result["readout"] = probes["readout"]
+    return result, per_block
+
+
+def train(config: Config, preset: str, out: Path, resume: bool = False, callbacks: list[EpochCallback] = ()) -> dict:
+    """Run (or resume) a training run into folder `out`; returns the summary."""
+    out = Path(out)
+    if resume:
+        config = resume_config(out, config)
+    prepare_out_dir(out)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    device = pick_device(config.train.device)
+    c = config
+    data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download).to(device)
+    trainer = Trainer(config, data, device)
+    history: list[dict] = []
+    if resume:
+        history = load_checkpoint(out, trainer)["history"]
+    else:
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    logger = TensorBoardLogger(out) if config.logging.tensorboard else None
+    while trainer.epoch < config.train.epochs:
+        bar = ProgressBar(config.logging.progress, trainer.epoch + 1, config.train.epochs, len(trainer.batcher))
+        record = trainer.train_epoch(progress=bar)
+        bar.close()
+        every = config.train.eval_every
+        if every and (trainer.epoch % every == 0 or trainer.epoch == config.train.epochs) and data.val_x.shape[0]:
+            record["val"] = classify(trainer.method, trainer.net, data.val_x, data.val_y, config.data.eval_batch_size)
+        history.append(record)
+        save_checkpoint(out, trainer, {"history": history})
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if logger:
+            logger.log(record)
+        if config.logging.progress:
+            print(epoch_line(record, trainer.method.primary), file=sys.stderr)
+        for callback in callbacks:
+            callback(trainer, record)
+    results, per_block = evaluate_final(trainer, config)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"final": results}) + "\n")
+    summary = make_summary(config, preset, trainer, history, results, per_block)
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def epoch_line(record: dict, primary: str) -> str:
+    losses = " ".join(f"{name}={m['loss']:.4f}" for name, m in record["blocks"].items())
+    val = f" val_acc={record['val'][primary]:.4f}" if "val" in record else ""
+    return f"epoch {record['epoch']}: loss {losses}{val} ({record['epoch_seconds']:.1f}s, {record['samples_per_second']:.0f} samples/s)"
+
+
+def make_summary(config: Config, preset: str, trainer: Trainer, history: list[dict], results: dict, per_block: list[dict]) -> dict:
+    use_readout = getattr(trainer.method.options, "classifier", None) == "readout"
+    primary = trainer.method.primary
+    test_acc = results["readout"]["test"] if use_readout else results["test"][primary]
+    val_acc = results["readout"]["val"] if use_readout else results["val"].get(primary)
+    train_seconds = sum(r["epoch_seconds"] for r in history)
+    samples = sum(r["samples_per_second"] * r["epoch_seconds"] for r in history)
+    return {
+        "preset": preset,
+        "method": config.method.name,
+        "dataset": config.data.name,
+        "granularity": config.train.granularity,
+        "epochs": trainer.epoch,
+        "test_accuracy": test_acc,
+        "val_accuracy": val_acc,
+        "classifier": "readout" if use_readout else primary,
+        "test_accuracy_by_classifier": results["test"],
+        "readout_test_accuracy": results.get("readout", {}).get("test"),
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / max(len(history), 1),
+        "samples_per_second": samples / train_seconds if train_seconds else 0.0,
+        "peak_rss_mb": peak_rss_mb(),
+        "device": str(trainer.device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "per_block": per_block,
+    }
+
+
+class TensorBoardLogger:
+    """Scalars of each epoch record into `out/tensorboard` (needs the optional `tensorboard` package)."""
+
+    def __init__(self, out: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UsageError("logging.tensorboard=true needs the tensorboard package: pip install 'locallearn[tensorboard]'") from None
+        self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def log(self, record: dict) -> None:
+        step = record["epoch"]
+        for block, metrics in record["blocks"].items():
+            for key, value in metrics.items():
+                self.writer.add_scalar(f"{block}/{key}", value, step)
+        for key, value in record.get("val", {}).items():
+            self.writer.add_scalar(f"val/{key}", value, step)
+        self.writer.add_scalar("lr", record["lr"], step)
+        self.writer.flush()
+
+
+def evaluate_run(out: Path) -> dict:
+    """Rebuild a saved run from its folder, load its last checkpoint and evaluate it again."""
+    out = Path(out)
+    if not (out / "config.yaml").is_file():
+        raise RunError(f"{out} is not a run folder (no config.yaml)")
+    config = validate(yaml.safe_load((out / "config.yaml").read_text()))
+    device = pick_device(config.train.device)
+    c = config
+    data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download).to(device)
+    trainer = Trainer(config, data, device)
+    load_checkpoint(out, trainer)
+    results, per_block = evaluate_final(trainer, config)
+    report = {"run": str(out), "epoch": trainer.epoch, **results, "per_block": per_block}
+    write_json_atomic(out / "eval.json", report)
+    return report

@@ -1,0 +1,47 @@
+"""Supervised FF inputs: the label written into the image, and wrong labels for negatives."""
+
+from __future__ import annotations
+
+import torch
+
+
+def overlay_labels(images: torch.Tensor, labels: torch.Tensor, num_classes: int, low: float, high: float) -> torch.Tensor:
+    """Copy of `images` with the first `num_classes` pixels replaced by a one-hot label.
+
+    `low`/`high` are the values of a black/white pixel after normalisation, so the
+    label looks like image content (Hinton 2022, section 3.3).
+    """
+    out = images.clone()
+    flat = out.view(out.shape[0], -1)
+    flat[:, :num_classes] = low
+    flat[torch.arange(flat.shape[0], device=flat.device), labels] = high
+    return out
+
+
+def overlay_neutral(images: torch.Tensor, num_classes: int, low: float, high: float) -> torch.Tensor:
+    """Copy of `images` with the label pixels all at 0.1 of white: the "neutral label" of the paper."""
+    out = images.clone()
+    out.view(out.shape[0], -1)[:, :num_classes] = low + 0.1 * (high - low)
+    return out
+
+
+def overlay_every_label(images: torch.Tensor, num_classes: int, low: float, high: float) -> torch.Tensor:
+    """(B, ...) images -> (B*C, ...): each image with each label, image-major, for batched classification."""
+    repeated = images.repeat_interleave(num_classes, dim=0)
+    labels = torch.arange(num_classes, device=images.device).repeat(images.shape[0])
+    return overlay_labels(repeated, labels, num_classes, low, high)
+
+
+def uniform_wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """A label drawn uniformly from the classes other than the true one, for every example."""
+    shift = torch.randint(1, num_classes, labels.shape, generator=generator, device=generator.device)
+    return (labels + shift.to(labels.device)) % num_classes
+
+
+def hard_wrong_labels(scores: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A wrong label sampled in proportion to the model's belief softmax(scores), true label excluded."""
+    probs = torch.softmax(scores.float(), dim=1)
+    probs[torch.arange(labels.shape[0], device=labels.device), labels] = 0
+    probs = probs + 1e-12  # a belief that is certain of the true label still leaves some wrong label to draw
+    probs[torch.arange(labels.shape[0], device=labels.device), labels] = 0
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
