@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from locallearn.config import load_yaml
 
 from locallearn.errors import LocalLearnError, UsageError
 
@@ -62,7 +62,7 @@ def cmd_presets(args) -> int:
     from locallearn.config import preset_names, preset_text
 
     for name in preset_names():
-        description = (yaml.safe_load(preset_text(name)) or {}).get("description", "")
+        description = (load_yaml(preset_text(name)) or {}).get("description", "")
         print(f"{name:24s} {description}")
     return 0
 

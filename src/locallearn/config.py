@@ -20,10 +20,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from locallearn.errors import UsageError
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-3` as a float as YAML 1.2 does (PyYAML alone reads a string)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.inf|\.nan)$", re.X | re.I),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=YamlLoader)
+
+
 class Section(BaseModel):
     """A config section: unknown keys are errors, values are checked strictly."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class DataConfig(Section):
@@ -128,7 +143,7 @@ def preset_text(name: str) -> str:
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         return Path(name).read_text()
     if name not in preset_names():
-        raise UsageError(f"unknown preset '{name}'; valid presets: {', '.join(preset_names())}")
+        raise UsageError(f"unknown preset {name!r}; valid presets: {', '.join(preset_names())}")
     return (resources.files("locallearn") / "presets" / f"{name}.yaml").read_text()
 
 
@@ -136,11 +151,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     """`a.b=VALUE` -> (['a', 'b'], VALUE parsed as YAML)."""
     key, sep, raw = item.partition("=")
     if not sep or not key or not re.match(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$", key):
-        raise UsageError(f"bad override '{item}'; expected KEY=VALUE with a dotted key, e.g. train.epochs=2")
+        raise UsageError(f"bad override {item!r}; expected KEY=VALUE with a dotted key, e.g. train.epochs=2")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
-        raise UsageError(f"bad override '{item}': the value is not valid YAML") from None
+        raise UsageError(f"bad override {item!r}: the value is not valid YAML") from None
     return key.split("."), value
 
 
@@ -200,11 +215,11 @@ def validate(tree: dict[str, Any]) -> Config:
 def load_config(preset: str, overrides: list[str] = ()) -> Config:
     """Resolve preset + overrides into a validated `Config`."""
     try:
-        tree = yaml.safe_load(preset_text(preset)) or {}
+        tree = load_yaml(preset_text(preset)) or {}
     except yaml.YAMLError as err:
-        raise UsageError(f"preset '{preset}' is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise UsageError(f"preset {preset!r} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(tree, dict):
-        raise UsageError(f"preset '{preset}' must be a YAML mapping")
+        raise UsageError(f"preset {preset!r} must be a YAML mapping")
     tree = copy.deepcopy(tree)
     for item in overrides:
         path, value = parse_override(item)

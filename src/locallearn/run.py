@@ -20,7 +20,7 @@ import yaml
 
 from locallearn.atomic import write_json_atomic, write_text_atomic
 from locallearn.checkpoint import load_checkpoint, read_index, save_checkpoint
-from locallearn.config import Config, validate
+from locallearn.config import Config, load_yaml, validate
 from locallearn.data import load_dataset
 from locallearn.engine import Trainer
 from locallearn.errors import RunError, UsageError
@@ -71,7 +71,7 @@ def resume_config(out: Path, requested: Config) -> Config:
     if not saved_path.is_file():
         raise RunError(f"no run to resume in {out} (config.yaml is missing)")
     read_index(out)
-    saved = validate(yaml.safe_load(saved_path.read_text()))
+    saved = validate(load_yaml(saved_path.read_text()))
     diffs = [d for d in config_differences(saved.to_dict(), requested.to_dict()) if d not in ("train.epochs", "logging.progress")]
     if diffs:
         raise UsageError(f"--resume: the run in {out} was made with other settings ({', '.join(diffs)}); drop those overrides or use a new --out")
@@ -221,7 +221,7 @@ def evaluate_run(out: Path) -> dict:
     out = Path(out)
     if not (out / "config.yaml").is_file():
         raise RunError(f"{out} is not a run folder (no config.yaml)")
-    config = validate(yaml.safe_load((out / "config.yaml").read_text()))
+    config = validate(load_yaml((out / "config.yaml").read_text()))
     device = pick_device(config.train.device)
     c = config
     data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download).to(device)

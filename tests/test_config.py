@@ -1,0 +1,74 @@
+"""Config: presets, dotted YAML overrides, and one-line errors naming the valid choices."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from locallearn.config import load_config, parse_override, preset_names
+from locallearn.errors import UsageError
+
+
+def test_every_preset_validates():
+    for name in preset_names():
+        config = load_config(name)
+        assert config.method.name in ("ff-supervised", "backprop")
+
+
+def test_overrides_are_yaml_and_dotted():
+    config = load_config("ff-bench", ["train.epochs=3", "model.hidden=[10, 20]", "optim.lr=1e-2", "data.train_subset=null", "method.negatives=hard"])
+    assert config.train.epochs == 3
+    assert config.model.hidden == [10, 20]
+    assert config.optim.lr == pytest.approx(0.01)
+    assert config.data.train_subset is None
+    assert config.method.negatives == "hard"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("data.foo=1", "unknown key 'data.foo'; valid keys here: batch_size, dir, download"),
+        ("nosuch.key=1", "unknown key 'nosuch'"),
+        ("method.nonsense=1", "unknown key 'method.nonsense'; valid keys here: classifier"),
+        ("train.epochs=abc", "invalid value for 'train.epochs'"),
+        ("train.epochs=0", "invalid value for 'train.epochs'"),
+        ("train.epochs=true", "Input should be a valid integer"),
+        ("data.name=imagenet", "'mnist', 'fashion-mnist', 'cifar10' or 'imagefolder'"),
+        ("train.granularity=blocks", "must be 'layer', 'end-to-end' or 'block:K'"),
+        ("model.hidden=[10,-1]", "invalid value for 'model.hidden'"),
+        ("method.negatives=random", "invalid value for 'method.negatives'"),
+        ("method.name=nope", "unknown method 'nope'; valid methods: backprop, ff-supervised"),
+        ("train.epochs.x=1", "'train.epochs' is a value, not a section"),
+        ("justtext", "bad override 'justtext'"),
+        ("a=[unclosed", "not valid YAML"),
+    ],
+)
+def test_bad_overrides_are_one_line_usage_errors(override, expected):
+    with pytest.raises(UsageError) as err:
+        load_config("ff-bench", [override])
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_preset_names_the_valid_ones():
+    with pytest.raises(UsageError, match="unknown preset 'nope'; valid presets: .*ff-supervised-small"):
+        load_config("nope")
+
+
+def test_a_yaml_file_is_a_preset(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("method: {name: backprop}\ntrain: {epochs: 4}\n")
+    assert load_config(str(path)).train.epochs == 4
+
+
+def test_parse_override_splits_path():
+    assert parse_override("a.b.c=[1, 2]") == (["a", "b", "c"], [1, 2])
+
+
+@given(st.text(max_size=40))
+def test_any_override_text_is_accepted_or_a_usage_error(text):
+    try:
+        load_config("ff-bench", [text])
+    except UsageError as err:
+        assert "\n" not in str(err)

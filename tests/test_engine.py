@@ -1,0 +1,113 @@
+"""The engine: locality of every gradient, granularity, schedules, and one block == plain backprop."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import tiny_config, tiny_dataset_folder, tiny_splits
+from locallearn.engine import Trainer, lr_factor, train_step
+from locallearn.nn.network import group_layers
+
+
+def owner_of_parameters(trainer: Trainer) -> dict[int, int]:
+    return {id(p): i for i, block in enumerate(trainer.net.blocks) for p in block.parameters()}
+
+
+@pytest.mark.parametrize(
+    "preset, granularity",
+    [("ff-bench", "layer"), ("ff-bench", "block:2"), ("backprop-mlp", "layer"), ("backprop-mlp", "block:2"), ("backprop-mlp", "end-to-end")],
+)
+def test_no_loss_reaches_a_parameter_outside_its_block(tmp_path, preset, granularity):
+    """Every gradient that any block's loss produces lands on that block's own parameters."""
+    data = tiny_splits(tmp_path)
+    trainer = Trainer(tiny_config(preset, tmp_path, f"train.granularity={granularity}"), data)
+    owner = owner_of_parameters(trainer)
+    current = {"block": None}
+    leaks = []
+    for block_index, block in enumerate(trainer.net.blocks):
+        original = block.objective.forward
+
+        def tagged(out, views, _original=original, _index=block_index):
+            current["block"] = _index
+            return _original(out, views)
+
+        block.objective.forward = tagged
+    for param in trainer.net.parameters():
+        param.register_hook(lambda grad, _p=param: leaks.append((owner[id(_p)], current["block"])) if owner[id(_p)] != current["block"] else None)
+    x, y, index = next(iter(trainer.batcher.batches(0)))
+    views = trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0))
+    train_step(trainer.net, trainer.optimizers, views)
+    assert current["block"] == len(trainer.net.blocks) - 1
+    assert leaks == []
+
+
+def test_locality_check_catches_a_leak(tmp_path):
+    """The same check fails when the cut between blocks is removed (so the test above can fail)."""
+    data = tiny_splits(tmp_path)
+    trainer = Trainer(tiny_config("ff-bench", tmp_path), data)
+    x, y, index = next(iter(trainer.batcher.batches(0)))
+    views = trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0))
+    first, second = trainer.net.blocks[0], trainer.net.blocks[1]
+    loss, _ = second.objective(second(first(views.inputs)), views)  # no detach in between
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in first.parameters())
+
+
+def test_one_block_cross_entropy_is_plain_backprop(tmp_path):
+    """End-to-end granularity with the backprop method gives the same weights as a hand-written loop."""
+    data = tiny_splits(tmp_path)
+    config = tiny_config("backprop-mlp", tmp_path, "train.granularity=end-to-end", "optim.name=sgd", "optim.lr=0.05", "optim.schedule=constant")
+    trainer = Trainer(config, data)
+    assert len(trainer.net.blocks) == 1
+    reference = copy.deepcopy(trainer.net.blocks[0])
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=config.optim.momentum)
+    for x, y, _ in trainer.batcher.batches(0):
+        loss = F.cross_entropy(reference.objective.head(reference.layers(x).flatten(1)), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    trainer.train_epoch()
+    for (name, mine), theirs in zip(trainer.net.blocks[0].state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(mine, theirs), name
+
+
+def test_training_changes_only_through_optimizers_of_each_block(tmp_path):
+    """Every block's parameters move in a step (each block has a working optimizer)."""
+    data = tiny_splits(tmp_path)
+    trainer = Trainer(tiny_config("ff-bench", tmp_path), data)
+    before = [copy.deepcopy(b.state_dict()) for b in trainer.net.blocks]
+    x, y, index = next(iter(trainer.batcher.batches(0)))
+    train_step(trainer.net, trainer.optimizers, trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0)))
+    for block, old in zip(trainer.net.blocks, before):
+        assert any(not torch.equal(v, old[k]) for k, v in block.state_dict().items())
+
+
+@pytest.mark.parametrize("granularity, sizes", [("layer", [1, 1, 1, 1]), ("end-to-end", [4]), ("block:2", [2, 2]), ("block:3", [1, 2, 1]), ("block:4", [1, 1, 1, 1])])
+def test_granularity_groups_consecutive_layers(granularity, sizes):
+    layers = [torch.nn.Linear(2, 2) for _ in range(4)]
+    groups = group_layers(layers, granularity)
+    assert [len(g) for g in groups] == sizes
+    assert [l for g in groups for l in g] == layers
+
+
+def test_learning_rate_schedules():
+    assert lr_factor("constant", 70, 100) == 1.0
+    assert lr_factor("linear-decay", 50, 100) == 1.0
+    assert lr_factor("linear-decay", 75, 100) == pytest.approx(0.5)
+    assert lr_factor("linear-decay", 100, 100) == 0.0
+    assert lr_factor("cosine", 0, 100) == 1.0
+    assert lr_factor("cosine", 50, 100) == pytest.approx(0.5)
+    assert lr_factor("cosine", 100, 100) == pytest.approx(0.0)
+
+
+def test_schedule_reaches_zero_at_the_end_of_training(tmp_path):
+    data = tiny_splits(tmp_path)
+    trainer = Trainer(tiny_config("ff-bench", tmp_path, "optim.schedule=linear-decay"), data)
+    trainer.train_epoch()
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3)  # still constant at half-way
+    trainer.train_epoch()
+    assert all(opt.param_groups[0]["lr"] == 0.0 for opt in trainer.optimizers)

@@ -1,0 +1,135 @@
+"""Supervised Forward-Forward: label overlay, negatives, goodness losses, batched classification, learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helpers import random_images, tiny_config, tiny_splits
+from locallearn.engine import Trainer
+from locallearn.evaluate import classify
+from locallearn.objectives.goodness import FFGoodnessLoss, goodness, softplus_loss, symba_loss
+from locallearn.views.base import Views
+from locallearn.views.labels import hard_wrong_labels, overlay_every_label, overlay_labels, overlay_neutral, uniform_wrong_labels
+
+
+def test_overlay_writes_one_hot_into_the_first_pixels_only():
+    x = random_images(4)
+    labels = torch.tensor([0, 3, 9, 3])
+    out = overlay_labels(x, labels, 10, low=-1.0, high=2.0)
+    flat = out.flatten(1)
+    expected = torch.full((4, 10), -1.0)
+    expected[torch.arange(4), labels] = 2.0
+    assert torch.equal(flat[:, :10], expected)
+    assert torch.equal(flat[:, 10:], x.flatten(1)[:, 10:])
+    assert not torch.equal(x.flatten(1)[:, :10], expected)  # the input is left alone
+
+
+def test_neutral_label_is_a_tenth_of_white_everywhere():
+    out = overlay_neutral(random_images(2), 10, low=-1.0, high=2.0).flatten(1)
+    assert torch.allclose(out[:, :10], torch.full((2, 10), -0.7))
+
+
+def test_every_label_overlay_is_image_major():
+    x = random_images(3)
+    out = overlay_every_label(x, 10, -1.0, 2.0).flatten(1)
+    assert out.shape[0] == 30
+    for i in range(3):
+        for c in range(10):
+            row = out[i * 10 + c]
+            assert row[c] == 2.0 and (row[:10] == 2.0).sum() == 1
+            assert torch.equal(row[10:], x[i].flatten()[10:])
+
+
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=64), st.integers(0, 2**31))
+def test_uniform_wrong_label_is_never_the_true_one(labels, seed):
+    y = torch.tensor(labels)
+    wrong = uniform_wrong_labels(y, 10, torch.Generator().manual_seed(seed))
+    assert ((wrong != y) & (wrong >= 0) & (wrong < 10)).all()
+
+
+def test_uniform_wrong_labels_cover_all_other_classes():
+    y = torch.zeros(9000, dtype=torch.long)
+    counts = torch.bincount(uniform_wrong_labels(y, 10, torch.Generator().manual_seed(0)), minlength=10)
+    assert counts[0] == 0
+    assert (counts[1:] > 850).all() and (counts[1:] < 1150).all()
+
+
+def test_hard_wrong_labels_follow_the_belief_and_exclude_the_truth():
+    scores = torch.tensor([[10.0, 9.0, 0.0, 0.0], [0.0, 20.0, 0.0, 0.0]]).repeat(500, 1)
+    y = torch.tensor([0, 1]).repeat(500)
+    wrong = hard_wrong_labels(scores, y, torch.Generator().manual_seed(0))
+    assert (wrong != y).all()
+    first = wrong[0::2]
+    assert (first == 1).float().mean() > 0.95  # the most believed wrong label dominates
+
+
+def test_goodness_losses_match_the_formulas():
+    g_pos, g_neg = torch.tensor([3.0, 5.0]), torch.tensor([1.0, 6.0])
+    expected = (torch.log1p(torch.exp(4 - g_pos)).sum() + torch.log1p(torch.exp(g_neg - 4)).sum()) / 4
+    assert softplus_loss(g_pos, g_neg, 4.0) == pytest.approx(float(expected))
+    assert symba_loss(g_pos, g_neg, 2.0) == pytest.approx(float(torch.log1p(torch.exp(-2 * (g_pos - g_neg))).mean()))
+    activity = torch.tensor([[1.0, 2.0], [0.0, 3.0]])
+    assert goodness(activity, "sum").tolist() == [5.0, 9.0]
+    assert goodness(activity, "mean").tolist() == [2.5, 4.5]
+
+
+def test_ff_loss_falls_when_positives_grow_and_negatives_shrink():
+    objective = FFGoodnessLoss(width=4)
+    views = Views(inputs=torch.zeros(4, 4), num_positive=2)
+    good = torch.cat([torch.full((2, 4), 2.0), torch.zeros(2, 4)])
+    bad = torch.cat([torch.zeros(2, 4), torch.full((2, 4), 2.0)])
+    assert objective(good, views)[0] < objective(bad, views)[0]
+
+
+def test_peer_normalisation_penalises_unequal_units():
+    objective = FFGoodnessLoss(width=4, peer_weight=1.0, peer_momentum=0.0)
+    views = Views(inputs=torch.zeros(4, 4), num_positive=2)
+    equal = torch.ones(4, 4)
+    unequal = torch.tensor([[4.0, 0, 0, 0]]).repeat(4, 1)
+    assert objective(equal, views)[1]["peer_loss"] == 0
+    assert objective(unequal, views)[1]["peer_loss"] > 0
+
+
+def test_batched_goodness_classification_equals_one_label_at_a_time(tmp_path):
+    data = tiny_splits(tmp_path)
+    trainer = Trainer(tiny_config("ff-bench", tmp_path), data)
+    trainer.train_epoch()
+    x = data.test_x[:20]
+    batched = trainer.method.goodness_per_label(trainer.net, x)
+    for label in range(10):
+        inputs = overlay_labels(x, torch.full((20,), label), 10, data.pixel_low, data.pixel_high)
+        outputs = trainer.net.forward_blocks(inputs)
+        for block, out, g in zip(trainer.net.blocks, outputs, batched):
+            torch.testing.assert_close(g[:, label], goodness(out, "sum"))
+
+
+@pytest.mark.parametrize("overrides", [[], ["method.negatives=hard"], ["method.loss=symba", "method.goodness=mean"], ["method.peer_weight=0.03"]])
+def test_supervised_ff_learns_the_synthetic_task(tmp_path, overrides):
+    """A few epochs on the synthetic bars data take goodness classification far above chance (10%)."""
+    data = tiny_splits(tmp_path)
+    config = tiny_config("ff-bench", tmp_path, "train.epochs=4", "optim.lr=0.01", "method.skip_first=false", *overrides)
+    trainer = Trainer(config, data)
+    before = classify(trainer.method, trainer.net, data.val_x, data.val_y, 200)
+    for _ in range(4):
+        trainer.train_epoch()
+    after = classify(trainer.method, trainer.net, data.val_x, data.val_y, 200)
+    assert after["goodness"] >= 0.8 and after["goodness"] > before["goodness"] + 0.3, (before, after)
+    if not overrides:
+        assert after["layer2"] > 0.3, after  # deeper layers learn too, from the detached output of the first
+
+
+def test_hard_negatives_come_from_the_models_belief(tmp_path):
+    data = tiny_splits(tmp_path)
+    trainer = Trainer(tiny_config("ff-bench", tmp_path, "method.negatives=hard"), data)
+    trainer.train_epoch()
+    trainer.method.start_epoch(trainer.net, 1, data.train_x, data.train_y, torch.Generator().manual_seed(0), 200)
+    hard = trainer.method.hard_labels
+    assert hard.shape == data.train_y.shape and (hard != data.train_y).all()
+    x, y, index = next(iter(trainer.batcher.batches(1)))
+    views = trainer.method.make_views(x, y, index, torch.Generator())
+    negatives = views.inputs[x.shape[0]:].flatten(1)[:, :10]
+    assert torch.equal(negatives.argmax(1), hard[index])
