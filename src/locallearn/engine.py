@@ -116,7 +116,11 @@ class Trainer:
         steps = 0
         for x, y, index in self.batcher.batches(self.epoch):
             views = self.method.make_views(x, y, index, generator)
-            for totals, metrics in zip(sums, train_step(self.net, self.optimizers, views)):
+            try:
+                step_metrics = train_step(self.net, self.optimizers, views)
+            except Divergence as err:
+                raise Divergence(f"{err} at epoch {self.epoch + 1}, step {steps + 1}; lower optim.lr (the last completed epoch's checkpoint is kept)") from None
+            for totals, metrics in zip(sums, step_metrics):
                 for key, value in metrics.items():
                     totals[key] = totals.get(key, 0.0) + value
             for schedule in self.schedules:

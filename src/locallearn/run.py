@@ -8,7 +8,6 @@ and at the end measures the test set once and writes the summary.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time
@@ -121,6 +120,8 @@ def train(config: Config, preset: str, out: Path, resume: bool = False, callback
     out = Path(out)
     if resume:
         config = resume_config(out, config)
+    elif (out / "checkpoint.json").exists():
+        raise UsageError(f"{out} already holds a run; continue it with --resume or choose another --out")
     prepare_out_dir(out)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)

@@ -1,0 +1,163 @@
+"""The command line and the run folder: contents, exact resume, eval, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from helpers import tiny_dataset_folder
+from locallearn import run
+from locallearn.cli import main
+from locallearn.config import load_config
+from locallearn.data import locate
+
+TINY = ["data.name=mnist", "data.val_size=100", "data.batch_size=50", "data.eval_batch_size=200",
+        "model.hidden=[32,32]", "eval.probe_epochs=1", "data.download=false"]
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A tiny MNIST-format dataset; no other data folder (env, cache, Debian, download) can be found."""
+    monkeypatch.delenv("LOCALLEARN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(locate, "DEBIAN_FOLDERS", {})
+    return tiny_dataset_folder(tmp_path)
+
+
+def train_cli(out, data_dir, *extra):
+    return main(["train", "ff-supervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY, *extra])
+
+
+def test_train_writes_the_run_folder(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    assert train_cli(out, data_dir, "train.epochs=2") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("preset", "method", "dataset", "epochs", "test_accuracy", "val_accuracy", "train_seconds",
+                "seconds_per_epoch", "samples_per_second", "peak_rss_mb", "per_block"):
+        assert key in summary, key
+    assert summary["preset"] == "ff-supervised-small" and summary["method"] == "ff-supervised"
+    assert summary["dataset"] == "mnist" and summary["epochs"] == 2
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert [b["name"] for b in summary["per_block"]] == ["layer1", "layer2"]
+    assert all(0.0 <= b["probe_accuracy"] <= 1.0 for b in summary["per_block"])
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["model"]["hidden"] == [32, 32] and config["data"]["dir"] == str(data_dir)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines[:-1]] == [1, 2] and "final" in lines[-1]
+    assert "val" in lines[0]
+    assert sorted(p.name for p in out.glob("checkpoint*")) == ["checkpoint-0002.safetensors", "checkpoint.json"]
+    assert "test_accuracy=" in capsys.readouterr().out
+
+
+def test_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, data_dir):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train_cli(whole, data_dir, "train.epochs=3", "method.negatives=hard") == 0
+
+    def stop_after_first_epoch(trainer, record):
+        if trainer.epoch == 1:
+            raise KeyboardInterrupt
+
+    config = load_config("ff-supervised-small", [f"data.dir={data_dir}", *TINY, "train.epochs=3", "method.negatives=hard", "logging.progress=false"])
+    with pytest.raises(KeyboardInterrupt):
+        run.train(config, "ff-supervised-small", parts, callbacks=[stop_after_first_epoch])
+    assert json.loads((parts / "checkpoint.json").read_text())["epoch"] == 1
+    assert main(["train", "ff-supervised-small", "--out", str(parts), "--resume", "--quiet", f"data.dir={data_dir}", *TINY, "train.epochs=3", "method.negatives=hard"]) == 0
+
+    a, b = load_file(whole / "checkpoint-0003.safetensors"), load_file(parts / "checkpoint-0003.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("epoch_seconds", "samples_per_second")}
+    runs = [[json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()] for folder in (whole, parts)]
+    assert [strip(r) for r in runs[0]] == [strip(r) for r in runs[1]]
+
+
+def test_eval_reevaluates_a_saved_run(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    train_cli(out, data_dir, "train.epochs=1")
+    summary = json.loads((out / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["test"]["goodness"] == pytest.approx(summary["test_accuracy"])
+    assert json.loads((out / "eval.json").read_text())["epoch"] == 1
+
+
+def test_presets_lists_every_preset(capsys):
+    assert main(["presets"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"ff-supervised", "ff-supervised-small", "backprop-mlp", "ff-bench"} <= set(names)
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("locallearn: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "args, status, message",
+    [
+        (["train", "no-such-preset"], 2, "unknown preset 'no-such-preset'"),
+        (["train", "ff-bench", "train.epochz=3"], 2, "unknown key 'train.epochz'"),
+        (["train", "ff-bench", "train.epochs=many"], 2, "invalid value for 'train.epochs'"),
+        (["train", "ff-bench", "--bogus"], 2, "unrecognized arguments: --bogus"),
+        (["frobnicate"], 2, "invalid choice"),
+        (["eval", "/nonexistent/run"], 1, "not a run folder"),
+    ],
+)
+def test_bad_commands_are_one_line_errors(args, status, message, capsys):
+    assert main(args) == status
+    assert message in one_line_error(capsys)
+
+
+def test_missing_data_says_where_it_looked(tmp_path, data_dir, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", "ff-bench", "--out", str(tmp_path / "run"), "--data-dir", str(empty), *TINY]) == 1
+    err = one_line_error(capsys)
+    assert str(empty) in err and "cache" in err
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_unwritable_out_is_a_run_error(tmp_path, data_dir, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert train_cli(blocker / "run", data_dir) == 1
+    assert "cannot write to output folder" in one_line_error(capsys)
+
+
+def test_resume_without_checkpoint(tmp_path, data_dir, capsys):
+    assert train_cli(tmp_path / "fresh", data_dir, "--resume") == 1
+    assert "no run to resume" in one_line_error(capsys)
+
+
+def test_existing_run_is_not_overwritten(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    train_cli(out, data_dir, "train.epochs=1")
+    before = (out / "summary.json").read_bytes()
+    assert train_cli(out, data_dir, "train.epochs=1") == 2
+    assert "already holds a run" in one_line_error(capsys)
+    assert (out / "summary.json").read_bytes() == before
+
+
+def test_resume_refuses_other_settings(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    train_cli(out, data_dir, "train.epochs=1")
+    assert train_cli(out, data_dir, "--resume", "optim.lr=0.5") == 2
+    assert "other settings (optim.lr)" in one_line_error(capsys)
+
+
+def test_divergence_stops_with_the_block_and_step_and_keeps_the_last_checkpoint(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    status = main(["train", "backprop-mlp", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY,
+                   "train.granularity=layer", "optim.name=sgd", "optim.lr=1e12", "train.epochs=2"])
+    assert status == 1
+    err = one_line_error(capsys)
+    assert "the loss of block 'layer1'" in err and "at epoch 1, step" in err
+    assert not (out / "summary.json").exists()
+    assert not list(out.glob(".*.tmp"))
