@@ -65,7 +65,7 @@ def test_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, data_dir)
     with pytest.raises(KeyboardInterrupt):
         run.train(config, "ff-supervised-small", parts, callbacks=[stop_after_first_epoch])
     assert json.loads((parts / "checkpoint.json").read_text())["epoch"] == 1
-    assert main(["train", "ff-supervised-small", "--out", str(parts), "--resume", "--quiet", f"data.dir={data_dir}", *TINY, "train.epochs=3", "method.negatives=hard"]) == 0
+    assert main(["train", "ff-supervised-small", "--out", str(parts), "--resume", "--quiet"]) == 0  # the saved config
 
     a, b = load_file(whole / "checkpoint-0003.safetensors"), load_file(parts / "checkpoint-0003.safetensors")
     assert a.keys() == b.keys()
@@ -150,6 +150,15 @@ def test_resume_refuses_other_settings(tmp_path, data_dir, capsys):
     train_cli(out, data_dir, "train.epochs=1")
     assert train_cli(out, data_dir, "--resume", "optim.lr=0.5") == 2
     assert "other settings (optim.lr)" in one_line_error(capsys)
+    assert main(["train", "ff-bench", "--out", str(out), "--resume"]) == 2
+    assert "made from preset 'ff-supervised-small', not 'ff-bench'" in one_line_error(capsys)
+
+
+def test_resume_can_extend_a_finished_run(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    train_cli(out, data_dir, "train.epochs=1")
+    assert main(["train", "ff-supervised-small", "--out", str(out), "--resume", "--quiet", "train.epochs=2"]) == 0
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
 
 
 def test_divergence_stops_with_the_block_and_step_and_keeps_the_last_checkpoint(tmp_path, data_dir, capsys):

@@ -40,17 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     from locallearn.config import load_config
-    from locallearn.run import train
+    from locallearn.run import resume_config, train
 
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.dir={json.dumps(args.data_dir)}")
     if args.quiet:
         overrides.append("logging.progress=false")
-    config = load_config(args.preset, overrides)
-    if args.resume and args.out is None:
-        raise UsageError("--resume needs --out RUN_DIR (the folder of the run to continue)")
     preset = Path(args.preset).stem
+    if args.resume:
+        if args.out is None:
+            raise UsageError("--resume needs --out RUN_DIR (the folder of the run to continue)")
+        config = resume_config(args.out, preset, overrides)
+    else:
+        config = load_config(args.preset, overrides)
     out = args.out or Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = train(config, preset, out, resume=args.resume)
     print(f"test_accuracy={summary['test_accuracy']:.4f} val_accuracy={summary['val_accuracy']} "

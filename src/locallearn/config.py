@@ -220,11 +220,16 @@ def load_config(preset: str, overrides: list[str] = ()) -> Config:
         raise UsageError(f"preset {preset!r} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(tree, dict):
         raise UsageError(f"preset {preset!r} must be a YAML mapping")
+    return validate(apply_overrides(tree, overrides))
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of the raw config `tree` with each `KEY=VALUE` override set."""
     tree = copy.deepcopy(tree)
     for item in overrides:
         path, value = parse_override(item)
         _set_path(tree, path, value)
-    return validate(tree)
+    return tree
 
 
 def method_options(config: Config, schema: type[BaseModel]) -> BaseModel:

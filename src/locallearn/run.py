@@ -19,7 +19,7 @@ import yaml
 
 from locallearn.atomic import write_json_atomic, write_text_atomic
 from locallearn.checkpoint import load_checkpoint, read_index, save_checkpoint
-from locallearn.config import Config, load_yaml, validate
+from locallearn.config import Config, apply_overrides, load_yaml, validate
 from locallearn.data import load_dataset
 from locallearn.engine import Trainer
 from locallearn.errors import RunError, UsageError
@@ -64,19 +64,23 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return diffs
 
 
-def resume_config(out: Path, requested: Config) -> Config:
-    """The saved config of the run in `out`; only `train.epochs` may differ from the requested one."""
+RESUMABLE_CHANGES = ("train.epochs", "data.dir", "logging.progress", "logging.tensorboard")
+
+
+def resume_config(out: Path, preset: str, overrides: list[str]) -> Config:
+    """The saved config of the run in `out` with `overrides` applied; only RESUMABLE_CHANGES may differ."""
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         raise RunError(f"no run to resume in {out} (config.yaml is missing)")
-    read_index(out)
-    saved = validate(load_yaml(saved_path.read_text()))
-    diffs = [d for d in config_differences(saved.to_dict(), requested.to_dict()) if d not in ("train.epochs", "logging.progress")]
+    saved_preset = read_index(out).get("preset")
+    if saved_preset != preset:
+        raise UsageError(f"--resume: the run in {out} was made from preset {saved_preset!r}, not {preset!r}")
+    tree = load_yaml(saved_path.read_text())
+    saved, requested = validate(tree), validate(apply_overrides(tree, overrides))
+    diffs = [d for d in config_differences(saved.to_dict(), requested.to_dict()) if d not in RESUMABLE_CHANGES]
     if diffs:
         raise UsageError(f"--resume: the run in {out} was made with other settings ({', '.join(diffs)}); drop those overrides or use a new --out")
-    saved.train.epochs = requested.train.epochs
-    saved.logging = requested.logging
-    return saved
+    return requested
 
 
 class ProgressBar:
@@ -116,11 +120,12 @@ def evaluate_final(trainer: Trainer, config: Config) -> tuple[dict, list[dict]]:
 
 
 def train(config: Config, preset: str, out: Path, resume: bool = False, callbacks: list[EpochCallback] = ()) -> dict:
-    """Run (or resume) a training run into folder `out`; returns the summary."""
+    """Run (or, with `resume`, continue from its last checkpoint) a training run into folder `out`; returns the summary.
+
+    For a resume, `config` is the run's saved config (see `resume_config`).
+    """
     out = Path(out)
-    if resume:
-        config = resume_config(out, config)
-    elif (out / "checkpoint.json").exists():
+    if not resume and (out / "checkpoint.json").exists():
         raise UsageError(f"{out} already holds a run; continue it with --resume or choose another --out")
     prepare_out_dir(out)
     if config.train.threads:
@@ -144,7 +149,7 @@ def train(config: Config, preset: str, out: Path, resume: bool = False, callback
         if every and (trainer.epoch % every == 0 or trainer.epoch == config.train.epochs) and data.val_x.shape[0]:
             record["val"] = classify(trainer.method, trainer.net, data.val_x, data.val_y, config.data.eval_batch_size)
         history.append(record)
-        save_checkpoint(out, trainer, {"history": history})
+        save_checkpoint(out, trainer, {"preset": preset, "history": history})
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         if logger:
