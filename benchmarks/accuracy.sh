@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The accuracy runs of the README's results table, one after another, into runs/bench/.
+# Full list: ~4 hours on 2 CPU cores. Pass preset names to run only some: benchmarks/accuracy.sh backprop-mlp
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p runs/bench
+declare -A ARGS=(
+  [ff-supervised-small]=""
+  [backprop-mlp]=""
+  [ff-supervised]="method.negatives=uniform"
+)
+for preset in "${@:-ff-supervised-small backprop-mlp ff-supervised}"; do
+  for p in $preset; do
+    [ -f "runs/bench/$p/summary.json" ] && continue
+    .venv/bin/locallearn train "$p" --out "runs/bench/$p" --quiet ${ARGS[$p]:-}
+  done
+done
+.venv/bin/python benchmarks/table.py runs/bench/*/
