@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from locallearn.atomic import write_atomic, write_json_atomic
+from locallearn.engine import EpochProgress
 from locallearn.errors import RunError
 
 INDEX = "checkpoint.json"
@@ -59,12 +60,17 @@ def architecture(trainer) -> dict[str, list[int]]:
 
 
 def save_checkpoint(folder: Path, trainer, extra: dict[str, Any]) -> Path:
-    """Save the trainer's full state after `trainer.epoch` epochs, plus JSON-able `extra` (history...)."""
+    """Save the trainer's full state (after `trainer.epoch` epochs and, if stopped inside one, `trainer.partial`), plus JSON-able `extra`."""
     folder = Path(folder)
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in trainer.net.state_dict().items()}
     tensors.update({f"method.{k}": v.detach().cpu().contiguous() for k, v in trainer.method.state().items()})
     optimizers = [_split_optimizer(f"optim.{i}", opt.state_dict(), tensors) for i, opt in enumerate(trainer.optimizers)]
-    weights = folder / f"checkpoint-{trainer.epoch:04d}.safetensors"
+    partial = trainer.partial
+    name = f"checkpoint-{trainer.epoch:04d}"
+    if partial is not None:
+        tensors["partial.generator_state"] = partial.generator_state
+        name += f"-step{partial.step:06d}"
+    weights = folder / f"{name}.safetensors"
     write_atomic(weights, lambda tmp: save_file(tensors, tmp))
     index = {
         "epoch": trainer.epoch,
@@ -73,6 +79,9 @@ def save_checkpoint(folder: Path, trainer, extra: dict[str, Any]) -> Path:
         "architecture": architecture(trainer),
         "optimizers": optimizers,
         "schedules": [s.state_dict() for s in trainer.schedules],
+        "partial": None if partial is None else {
+            "step": partial.step, "seconds": partial.seconds, "sums": [{k: float(v) for k, v in s.items()} for s in partial.sums]
+        },
         **extra,
     }
     write_json_atomic(folder / INDEX, index)
@@ -109,4 +118,11 @@ def load_checkpoint(folder: Path, trainer) -> dict[str, Any]:
     for schedule, state in zip(trainer.schedules, index["schedules"]):
         schedule.load_state_dict(state)
     trainer.epoch = index["epoch"]
+    partial = index.get("partial")
+    trainer.partial = None if partial is None else EpochProgress(
+        sums=[{k: torch.tensor(v) for k, v in s.items()} for s in partial["sums"]],
+        step=partial["step"],
+        seconds=partial["seconds"],
+        generator_state=tensors["partial.generator_state"],
+    )
     return index

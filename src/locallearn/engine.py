@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -74,6 +75,16 @@ def block_name(granularity: str, index: int) -> str:
     return f"layer{index + 1}" if granularity == "layer" else f"block{index + 1}"
 
 
+@dataclass
+class EpochProgress:
+    """Where an unfinished epoch stands: steps done, metric sums, time spent, the views' random state."""
+
+    sums: list[dict]
+    step: int = 0
+    seconds: float = 0.0
+    generator_state: torch.Tensor | None = None
+
+
 class Trainer:
     """A network built from a config, its per-block optimizers and schedules, and its epoch loop.
 
@@ -104,35 +115,50 @@ class Trainer:
         total_steps = config.train.epochs * len(self.batcher)
         self.optimizers = [make_optimizer(block.parameters(), config.optim) for block in self.net.blocks]
         self.schedules = [make_schedule(opt, config.optim, total_steps) for opt in self.optimizers]
-        self.epoch = 0
+        self.epoch = 0  # completed epochs
+        self.partial: EpochProgress | None = None  # the unfinished epoch, if training stopped inside one
+        self.stop_requested = False
 
-    def train_epoch(self, progress=None) -> dict:
-        """Train one epoch; returns its mean metrics per block, learning rate and timing."""
+    def train_epoch(self, progress=None) -> dict | None:
+        """Train (the rest of) one epoch; returns its mean metrics per block, learning rate and timing.
+
+        If `stop_requested` becomes true, it stops after the current step and returns None;
+        `partial` then holds where the epoch stands, so that a checkpoint can continue it exactly.
+        """
         self.net.train()
-        generator = epoch_generator(self.config.train.seed, self.epoch, self.device)
         start = time.perf_counter()
-        self.method.start_epoch(self.net, self.epoch, self.data.train_x, self.data.train_y, generator, self.config.data.eval_batch_size)
-        sums: list[dict[str, torch.Tensor]] = [{} for _ in self.net.blocks]
-        steps = 0
-        for x, y, index in self.batcher.batches(self.epoch):
+        generator = epoch_generator(self.config.train.seed, self.epoch, self.device)
+        part = self.partial
+        if part is None:
+            self.method.start_epoch(self.net, self.epoch, self.data.train_x, self.data.train_y, generator, self.config.data.eval_batch_size)
+            part = EpochProgress(sums=[{} for _ in self.net.blocks])
+        else:
+            generator.set_state(part.generator_state)
+        for x, y, index in self.batcher.batches(self.epoch, first=part.step):
             views = self.method.make_views(x, y, index, generator)
             try:
                 step_metrics = train_step(self.net, self.optimizers, views)
             except Divergence as err:
-                raise Divergence(f"{err} at epoch {self.epoch + 1}, step {steps + 1}; lower optim.lr (the last completed epoch's checkpoint is kept)") from None
-            for totals, metrics in zip(sums, step_metrics):
+                raise Divergence(f"{err} at epoch {self.epoch + 1}, step {part.step + 1}; lower optim.lr (the last checkpoint is kept)") from None
+            for totals, metrics in zip(part.sums, step_metrics):
                 for key, value in metrics.items():
                     totals[key] = totals.get(key, 0.0) + value
             for schedule in self.schedules:
                 schedule.step()
-            steps += 1
+            part.step += 1
             if progress is not None:
-                progress(steps, len(self.batcher), sums)
-        seconds = time.perf_counter() - start
+                progress(part.step, len(self.batcher), part.sums)
+            if self.stop_requested and part.step < len(self.batcher):
+                part.seconds += time.perf_counter() - start
+                part.generator_state = generator.get_state()
+                self.partial = part
+                return None
+        seconds = part.seconds + time.perf_counter() - start
+        self.partial = None
         self.epoch += 1
         return {
             "epoch": self.epoch,
-            "blocks": {b.name: {k: float(v) / steps for k, v in s.items()} for b, s in zip(self.net.blocks, sums)},
+            "blocks": {b.name: {k: float(v) / part.step for k, v in s.items()} for b, s in zip(self.net.blocks, part.sums)},
             "lr": self.optimizers[0].param_groups[0]["lr"],
             "epoch_seconds": seconds,
             "samples_per_second": self.batcher.num_examples / seconds,

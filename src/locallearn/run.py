@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import resource
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -84,17 +86,19 @@ def resume_config(out: Path, preset: str, overrides: list[str]) -> Config:
 
 
 class ProgressBar:
-    """A tqdm bar over the batches of an epoch with each block's running loss."""
+    """A tqdm bar over the samples of an epoch with each block's running loss (rate in samples/s)."""
 
-    def __init__(self, enabled: bool, epoch: int, epochs: int, total: int):
+    def __init__(self, enabled: bool, epoch: int, epochs: int, total_steps: int, batch_size: int):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", leave=False, disable=None if enabled else True, file=sys.stderr, unit="batch")
+        self.bar = tqdm(total=total_steps * batch_size, desc=f"epoch {epoch}/{epochs}", leave=False,
+                        disable=None if enabled else True, file=sys.stderr, unit="sample", unit_scale=True)
+        self.batch_size = batch_size
 
     def __call__(self, step: int, total: int, sums: list[dict]) -> None:
-        self.bar.update(1)
-        if step % 25 == 0 or step == total:
-            self.bar.set_postfix({f"loss{i + 1}": f"{float(s['loss']) / step:.3f}" for i, s in enumerate(sums)})
+        if step % 10 == 0 or step == total:
+            self.bar.set_postfix({f"loss{i + 1}": f"{float(s['loss']) / step:.3f}" for i, s in enumerate(sums)}, refresh=False)
+            self.bar.update(step * self.batch_size - self.bar.n)
 
     def close(self) -> None:
         self.bar.close()
@@ -141,29 +145,73 @@ def train(config: Config, preset: str, out: Path, resume: bool = False, callback
         write_text_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     logger = TensorBoardLogger(out) if config.logging.tensorboard else None
-    while trainer.epoch < config.train.epochs:
-        bar = ProgressBar(config.logging.progress, trainer.epoch + 1, config.train.epochs, len(trainer.batcher))
-        record = trainer.train_epoch(progress=bar)
-        bar.close()
-        every = config.train.eval_every
-        if every and (trainer.epoch % every == 0 or trainer.epoch == config.train.epochs) and data.val_x.shape[0]:
-            record["val"] = classify(trainer.method, trainer.net, data.val_x, data.val_y, config.data.eval_batch_size)
-        history.append(record)
-        save_checkpoint(out, trainer, {"preset": preset, "history": history})
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if logger:
-            logger.log(record)
-        if config.logging.progress:
-            print(epoch_line(record, trainer.method.primary), file=sys.stderr)
-        for callback in callbacks:
-            callback(trainer, record)
+    with StopOnSignal(trainer) as stopper:
+        while trainer.epoch < config.train.epochs:
+            _train_one_epoch(trainer, config, preset, out, history, logger, callbacks, stopper)
     results, per_block = evaluate_final(trainer, config)
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"final": results}) + "\n")
     summary = make_summary(config, preset, trainer, history, results, per_block)
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def _train_one_epoch(trainer, config, preset, out, history, logger, callbacks, stopper) -> None:
+    """Train an epoch (or the rest of one), validate, checkpoint, log; on a stop signal checkpoint mid-epoch and raise."""
+    bar = ProgressBar(config.logging.progress, trainer.epoch + 1, config.train.epochs, len(trainer.batcher), config.data.batch_size)
+    record = trainer.train_epoch(progress=bar)
+    bar.close()
+    if record is None:
+        save_checkpoint(out, trainer, {"preset": preset, "history": history})
+        raise Interrupted(stopper.received, f"stopped by {stopper.received.name} at epoch {trainer.epoch + 1}, step {trainer.partial.step} of "
+                          f"{len(trainer.batcher)}; checkpoint saved, continue with: locallearn train {preset} --out {out} --resume")
+    data = trainer.data
+    every = config.train.eval_every
+    if every and (trainer.epoch % every == 0 or trainer.epoch == config.train.epochs) and data.val_x.shape[0]:
+        record["val"] = classify(trainer.method, trainer.net, data.val_x, data.val_y, config.data.eval_batch_size)
+    history.append(record)
+    save_checkpoint(out, trainer, {"preset": preset, "history": history})
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if logger:
+        logger.log(record)
+    if config.logging.progress:
+        print(epoch_line(record, trainer.method.primary), file=sys.stderr)
+    for callback in callbacks:
+        callback(trainer, record)
+
+
+class Interrupted(RunError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exit status 128 + signal number."""
+
+    def __init__(self, signum: signal.Signals, message: str):
+        super().__init__(message)
+        self.exit_status = 128 + int(signum)
+
+
+class StopOnSignal:
+    """While active, SIGINT and SIGTERM ask the trainer to stop after its current step (a second SIGINT interrupts at once)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.received: signal.Signals | None = None
+        self.previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum)
+        self.trainer.stop_requested = True
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 def epoch_line(record: dict, primary: str) -> str:

@@ -48,12 +48,15 @@ class Batcher:
         """Examples served per epoch."""
         return len(self) * self.batch_size if self.drop_last else len(self.x)
 
-    def batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """The batches of epoch `epoch` (0-based), in that epoch's order, with the examples' positions."""
+    def batches(self, epoch: int, first: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """The batches of epoch `epoch` (0-based), in that epoch's order, with the examples' positions.
+
+        `first` skips the epoch's first batches: a run resumed mid-epoch continues where it stopped.
+        """
         if epoch < 0:
             raise ValueError(f"epoch must be non-negative, got {epoch}")
         order = self.epoch_order(epoch) if self.shuffle else None
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for start in range(first * self.batch_size, len(self) * self.batch_size, self.batch_size):
             stop = min(start + self.batch_size, len(self.x))
             if order is None:
                 yield self.x[start:stop], self.y[start:stop], torch.arange(start, stop, device=self.x.device)

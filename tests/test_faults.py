@@ -1,0 +1,76 @@
+"""Faults: a run stopped mid-epoch (signal or kill) resumes to exactly the uninterrupted result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import tiny_config, tiny_dataset_folder, tiny_splits
+from locallearn.checkpoint import load_checkpoint, save_checkpoint
+from locallearn.engine import Trainer
+
+
+def without_times(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("epoch_seconds", "samples_per_second")}
+
+
+@pytest.mark.parametrize("preset, overrides", [("ff-bench", ["method.negatives=hard"]), ("backprop-mlp", ["train.granularity=layer"])])
+def test_stop_inside_an_epoch_and_resume_is_exact(tmp_path, preset, overrides):
+    data = tiny_splits(tmp_path)
+    config = tiny_config(preset, tmp_path, "optim.schedule=linear-decay", *overrides)
+    reference = Trainer(config, data)
+    expected = [without_times(reference.train_epoch()) for _ in range(2)]
+
+    first = Trainer(config, data)
+    records = [first.train_epoch()]
+
+    def stop_at_step_3(step, total, sums):
+        first.stop_requested = step >= 3
+
+    assert first.train_epoch(progress=stop_at_step_3) is None
+    assert first.partial.step == 3 and first.epoch == 1
+    save_checkpoint(tmp_path, first, {})
+
+    resumed = Trainer(config, data)
+    load_checkpoint(tmp_path, resumed)
+    assert resumed.partial.step == 3
+    records.append(resumed.train_epoch())
+    assert [without_times(r) for r in records] == expected
+    for mine, theirs in zip(resumed.net.state_dict().values(), reference.net.state_dict().values()):
+        assert torch.equal(mine, theirs)
+
+
+def test_sigterm_checkpoints_mid_run_and_resume_matches(tmp_path):
+    """A real process gets SIGTERM while training: it exits 143 with a checkpoint, and --resume finishes exactly."""
+    data_dir = tiny_dataset_folder(tmp_path)
+    args = ["ff-bench", "--data-dir", str(data_dir), "data.name=mnist", "data.val_size=100", "data.download=false",
+            "data.batch_size=10", "model.hidden=[128,128]", "train.epochs=30", "train.threads=1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cli = [sys.executable, "-m", "locallearn", "train"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    subprocess.run([*cli, *args, "--out", str(whole), "--quiet"], check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen([*cli, *args, "--out", str(parts)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (parts / "checkpoint.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM at epoch" in err and "--resume" in err
+    assert not (parts / "summary.json").exists()
+    resumed = subprocess.run([*cli, *args[:1], "--out", str(parts), "--resume", "--quiet"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+
+    a, b = load_file(whole / "checkpoint-0030.safetensors"), load_file(parts / "checkpoint-0030.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    read = lambda folder: [without_times(json.loads(l)) for l in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert read(whole) == read(parts)
