@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("presets", help="list the presets")
     evaluate = commands.add_parser("eval", help="re-evaluate a saved run on the test set")
     evaluate.add_argument("run_dir", type=Path)
+    report = commands.add_parser("report", help="Markdown/HTML reports and plots of one run, or a comparison of several")
+    report.add_argument("run_dirs", type=Path, nargs="+")
+    report.add_argument("--out", type=Path, help="where a comparison goes (default: the current folder; one run: its own folder)")
     return parser
 
 
@@ -78,7 +81,15 @@ def cmd_eval(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "presets": cmd_presets, "eval": cmd_eval}
+def cmd_report(args) -> int:
+    from locallearn.report import write_report
+
+    out = write_report(args.run_dirs, args.out)
+    print(f"wrote {out / 'report.md'} and {out / 'report.html'}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "presets": cmd_presets, "eval": cmd_eval, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
