@@ -72,3 +72,26 @@ def test_any_override_text_is_accepted_or_a_usage_error(text):
         load_config("ff-bench", [text])
     except UsageError as err:
         assert "\n" not in str(err)
+
+
+def _all_keys() -> list[str]:
+    tree = load_config("ff-supervised").to_dict()
+    return [f"{section}.{key}" for section, keys in tree.items() if isinstance(keys, dict) for key in keys]
+
+
+yaml_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12), st.lists(st.integers(-5, 5000), max_size=4), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+@given(st.sampled_from(_all_keys() + ["data.nope", "train", "method", "x.y.z"]), yaml_values)
+def test_any_typed_value_for_any_key_is_valid_or_a_one_line_usage_error(key, value):
+    import json
+
+    try:
+        config = load_config("ff-supervised", [f"{key}={json.dumps(value)}"])
+    except UsageError as err:
+        assert "\n" not in str(err) and str(err)
+    else:
+        assert config.train.epochs > 0 and config.data.batch_size > 0

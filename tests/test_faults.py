@@ -74,3 +74,29 @@ def test_sigterm_checkpoints_mid_run_and_resume_matches(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     read = lambda folder: [without_times(json.loads(l)) for l in (folder / "metrics.jsonl").read_text().splitlines()]
     assert read(whole) == read(parts)
+
+
+def test_checkpoint_of_another_architecture_or_corrupt_weights_is_refused(tmp_path):
+    from locallearn.errors import RunError
+
+    data = tiny_splits(tmp_path)
+    trainer = Trainer(tiny_config("ff-bench", tmp_path), data)
+    trainer.train_epoch()
+    save_checkpoint(tmp_path, trainer, {})
+    with pytest.raises(RunError, match="another architecture"):
+        load_checkpoint(tmp_path, Trainer(tiny_config("ff-bench", tmp_path, "model.hidden=[64,32,64]"), data))
+    weights = next(tmp_path.glob("checkpoint-*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(RunError, match="do not match their recorded SHA-256"):
+        load_checkpoint(tmp_path, Trainer(tiny_config("ff-bench", tmp_path), data))
+
+
+def test_tensorboard_logging_writes_event_files(tmp_path):
+    pytest.importorskip("tensorboard")
+    from locallearn.cli import main
+
+    data_dir = tiny_dataset_folder(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", "ff-bench", "--out", str(out), "--data-dir", str(data_dir), "--quiet", "data.name=mnist", "data.val_size=100",
+                 "data.download=false", "model.hidden=[16]", "logging.tensorboard=true"]) == 0
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))

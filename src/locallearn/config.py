@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from locallearn.errors import UsageError
 
@@ -38,7 +38,7 @@ def load_yaml(text: str):
 class Section(BaseModel):
     """A config section: unknown keys are errors, values are checked strictly."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -53,17 +53,46 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    arch: Literal["mlp"] = "mlp"
+    """The backbone. `mlp` uses `hidden`; `conv` and `locally-connected` (a conv without weight
+    sharing) use `channels` and the per-layer keys after it, each given as one number for
+    every layer or a list with one per layer. `pool` is the max/avg pooling window applied
+    to a layer's input (1 = none). `norm_over` is what the input norm of an image layer
+    after the first normalises: the whole example, or the channels at each position (use
+    `position` with a goodness taken per position); the image is always normalised whole.
+    """
+
+    arch: Literal["mlp", "locally-connected", "conv"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [1000, 1000, 1000])
+    channels: list[int] = Field(default_factory=lambda: [32, 64, 128])
+    kernel_size: list[int] = Field(3, validate_default=True)
+    stride: list[int] = Field(1, validate_default=True)
+    padding: list[int] = Field(1, validate_default=True)
+    pool: list[int] = Field(1, validate_default=True)
+    pool_kind: Literal["max", "avg"] = "max"
+    norm_over: Literal["example", "position"] = "example"
     activation: Literal["relu", "gelu", "tanh"] = "relu"
     input_norm: Literal["rms", "l2", "none"] = "rms"
 
-    @field_validator("hidden")
+    @field_validator("hidden", "channels")
     @classmethod
     def _positive_widths(cls, widths: list[int]) -> list[int]:
         if not widths or any(w <= 0 for w in widths):
             raise ValueError("must be a non-empty list of positive widths")
         return widths
+
+    @field_validator("kernel_size", "stride", "padding", "pool", mode="before")
+    @classmethod
+    def _per_layer(cls, value: Any, info: ValidationInfo) -> list[int]:
+        layers = len(info.data.get("channels", []))
+        values = [value] * layers if type(value) is int else value
+        if not (isinstance(values, list) and all(type(v) is int for v in values)):
+            raise ValueError("must be an integer, or a list of integers with one per layer of model.channels")
+        if len(values) != layers:
+            raise ValueError(f"needs one value per layer of model.channels ({layers}), or a single number")
+        least = 0 if info.field_name == "padding" else 1
+        if any(v < least for v in values):
+            raise ValueError(f"must be at least {least}")
+        return values
 
 
 GRANULARITY = re.compile(r"^(layer|end-to-end|block:[1-9][0-9]*)$")

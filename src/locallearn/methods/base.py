@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
@@ -15,7 +16,7 @@ from locallearn.views.base import Views
 class MethodOptions(BaseModel):
     """Base of each method's own config section (`method.*` keys)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 @dataclass
@@ -28,11 +29,19 @@ class DataInfo:
     pixel_high: float
 
 
+def flat_features(out: torch.Tensor, pool: int = 2) -> torch.Tensor:
+    """A block output as (B, F) probe features; spatial (B, C, H, W) outputs are average-pooled to at most `pool` x `pool` first."""
+    if out.dim() == 4:
+        out = F.adaptive_avg_pool2d(out, (min(pool, out.shape[2]), min(pool, out.shape[3])))
+    return out.flatten(1)
+
+
 class Method:
     """Base class. Subclasses set `name`, `Options`, `primary` and implement the hooks.
 
     `primary` names the classifier (a key of `predict`) whose accuracy is the run's
-    `test_accuracy`, unless evaluation picks the linear readout instead.
+    `test_accuracy`, unless evaluation picks the linear readout instead; `"readout"`
+    means the method has no classifier of its own and the readout is its accuracy.
     """
 
     name: str = ""
@@ -60,7 +69,11 @@ class Method:
 
     def features(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-block features (B, F) for linear probes, computed without grad."""
-        return [out.flatten(1) for out in net.forward_blocks(x)]
+        return [flat_features(out) for out in net.forward_blocks(x)]
+
+    def readout_blocks(self, num_blocks: int) -> list[int]:
+        """The blocks whose features the linear readout concatenates: all but the first (Hinton's choice)."""
+        return list(range(1, num_blocks)) if num_blocks > 1 else [0]
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors the method keeps between epochs, saved in checkpoints so that resume is exact."""
