@@ -32,18 +32,26 @@ class Divergence(RunError):
 def train_step(net: LocalNet, optimizers: list[torch.optim.Optimizer], views: Views) -> list[dict[str, torch.Tensor]]:
     """One step of local learning over all blocks; returns each block's metrics."""
     h = views.inputs
-    metrics = []
-    for index, (block, optimizer) in enumerate(zip(net.blocks, optimizers)):
+    metrics, losses = [], []
+    for block, optimizer in zip(net.blocks, optimizers):
         out = block(h)
         loss, block_metrics = block.objective(out, views)
-        if not torch.isfinite(loss):
-            raise Divergence(f"the loss of block '{block.name}' (block {index + 1}) is {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         h = out.detach()  # the only cut: no gradient crosses a block boundary
         metrics.append(block_metrics)
+        losses.append(loss.detach())
+    check_finite(net, losses)
     return metrics
+
+
+def check_finite(net: LocalNet, losses: list[torch.Tensor]) -> None:
+    """Raise `Divergence` naming the first block whose loss is NaN or infinite (one device sync per step)."""
+    finite = torch.isfinite(torch.stack(losses))
+    if not bool(finite.all()):
+        index = int((~finite).nonzero()[0])
+        raise Divergence(f"the loss of block '{net.blocks[index].name}' (block {index + 1}) is {losses[index].item()}")
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg) -> torch.optim.Optimizer:
