@@ -1,0 +1,48 @@
+"""Heads that turn a block's output into the embedding its local self-supervised loss compares."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def projector(in_features: int, widths: list[int]) -> nn.Sequential:
+    """SimCLR/Barlow Twins projector: (Linear, BatchNorm, ReLU) per hidden width, then a last Linear.
+
+    `widths` lists the output widths of every linear layer; `[]` is the identity.
+    """
+    layers: list[nn.Module] = []
+    for i, width in enumerate(widths):
+        layers.append(nn.Linear(in_features, width, bias=False))
+        if i < len(widths) - 1:
+            layers += [nn.BatchNorm1d(width), nn.ReLU(inplace=True)]
+        in_features = width
+    return nn.Sequential(*layers)
+
+
+class PoolProjector(nn.Module):
+    """[1x1 conv expansion + BN + ReLU] -> global average pool -> projector.
+
+    Siddiqui et al. (2023) found a 1x1 convolution that expands a block's channels (to 2048
+    for every ResNet-50 stage) before pooling the best head for a block-wise loss; `expand=0`
+    pools the block's channels directly. A (B, F) output (an MLP block) is read as (B, F, 1, 1).
+
+    Example:
+        >>> head = PoolProjector(256, expand=2048, widths=[8192, 8192, 8192])
+        >>> head(torch.randn(8, 256, 14, 14)).shape
+        torch.Size([8, 8192])
+    """
+
+    def __init__(self, in_channels: int, expand: int = 0, widths: list[int] = ()):
+        super().__init__()
+        self.expand = nn.Sequential()
+        if expand:
+            self.expand = nn.Sequential(nn.Conv2d(in_channels, expand, 1, bias=False), nn.BatchNorm2d(expand), nn.ReLU(inplace=True))
+            in_channels = expand
+        self.projector = projector(in_channels, list(widths))
+        self.out_features = widths[-1] if widths else in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x[:, :, None, None]
+        return self.projector(self.expand(x).mean(dim=(2, 3)))
