@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-ARGS = ["ff-supervised-small", "--quiet", "data.train_subset=5000", "model.hidden=[256,256]", "train.epochs=20",
+ARGS = ["ff-supervised-small", "--quiet", "data.train_subset=2000", "model.hidden=[128,128]", "train.epochs=40",
         "data.batch_size=50", "eval.probe_epochs=1", "train.threads=1"]
 CLI = [sys.executable, "-m", "locallearn", "train"]
 
@@ -49,7 +49,7 @@ def main() -> None:
         resume = ["--resume"] if (parts / "checkpoint.json").exists() else []
         proc = subprocess.Popen([*CLI, *ARGS, "--out", str(parts), *resume])
         try:
-            proc.wait(timeout=rng.uniform(0.5, duration))
+            proc.wait(timeout=rng.uniform(0.5, min(duration / 4, 8.0)))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -58,7 +58,7 @@ def main() -> None:
             print(f"kill {kills}: checkpoint at epoch {epoch}", flush=True)
             continue
         if proc.returncode == 0:
-            break  # finished before the next kill
+            break  # finished before the next kill: fewer kills than asked, said in the last line
         raise SystemExit(f"run exited with status {proc.returncode}")
     if not (parts / "summary.json").exists():
         subprocess.run([*CLI, *ARGS, "--out", str(parts), "--resume"], check=True)
