@@ -59,9 +59,16 @@ class ModelConfig(Section):
     to a layer's input (1 = none). `norm_over` is what the input norm of an image layer
     after the first normalises: the whole example, or the channels at each position (use
     `position` with a goodness taken per position); the image is always normalised whole.
+
+    `vgg` uses the same per-layer keys, each layer `[pool] -> conv -> BatchNorm -> activation`
+    (no input norm). `resnet18` and `resnet50` are four stages (the stem in the first) of
+    base width `width`; `stem` is ImageNet's 7x7/2 conv + max-pool or, for small images, one
+    3x3/1 conv (`auto`: ImageNet's for inputs of 128 pixels or more). `activity_noise`
+    (vgg, resnet): in training, Gaussian noise of this many times the activity's std is
+    added to every layer's (stage's) output (Siddiqui et al. 2023 used 0.25).
     """
 
-    arch: Literal["mlp", "locally-connected", "conv"] = "mlp"
+    arch: Literal["mlp", "locally-connected", "conv", "vgg", "resnet18", "resnet50"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [1000, 1000, 1000])
     channels: list[int] = Field(default_factory=lambda: [32, 64, 128])
     kernel_size: list[int] = Field(3, validate_default=True)
@@ -72,6 +79,9 @@ class ModelConfig(Section):
     norm_over: Literal["example", "position"] = "example"
     activation: Literal["relu", "gelu", "tanh"] = "relu"
     input_norm: Literal["rms", "l2", "none"] = "rms"
+    width: int = Field(64, gt=0)
+    stem: Literal["auto", "small", "imagenet"] = "auto"
+    activity_noise: float = Field(0.0, ge=0)
 
     @field_validator("hidden", "channels")
     @classmethod

@@ -5,9 +5,10 @@ from __future__ import annotations
 from locallearn.errors import UsageError
 from locallearn.methods.base import DataInfo, Method, MethodOptions
 from locallearn.methods.backprop import Backprop
+from locallearn.methods.blockwise_ssl import BlockwiseSSL
 from locallearn.methods.ff_supervised import FFSupervised
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (FFSupervised, Backprop)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (FFSupervised, Backprop, BlockwiseSSL)}
 
 
 def register(cls: type[Method]) -> type[Method]:

@@ -1,0 +1,78 @@
+"""Block-wise self-supervised learning (Siddiqui, Krueger, LeCun & Deny, 2023).
+
+Every image gives two augmented views (`views.augment`); the step's input is view 1 then
+view 2. Each block has its own head (`expand` 1x1-conv expansion, global average pool,
+`projector` MLP) and its own loss between the two views' embeddings: Barlow Twins, VICReg
+or SimCLR's InfoNCE (`loss`). Where the graph is cut is `train.granularity` alone:
+`block:4` on a ResNet is the paper's four stage-blocks, `end-to-end` the same network and
+loss trained by plain backprop (its baseline). The network has no classifier of its own:
+accuracy is that of linear probes on the frozen, globally pooled features of each block.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from locallearn.methods.base import Method, MethodOptions, flat_features
+from locallearn.nn.heads import PoolProjector
+from locallearn.nn.network import LocalNet
+from locallearn.objectives.ssl import BarlowTwinsLoss, InfoNCELoss, SSLObjective, VICRegLoss
+from locallearn.views.augment import AugmentOptions, two_views
+from locallearn.views.base import Views
+
+
+class BlockwiseSSLOptions(MethodOptions):
+    """`method.*` keys.
+
+    `loss`: barlow | vicreg | simclr; `lambd`: Barlow Twins' off-diagonal weight;
+    `sim_weight`, `var_weight`, `cov_weight`: VICReg's; `temperature`: InfoNCE's;
+    `expand`: channels of the head's 1x1-conv expansion (0 = none); `projector`: widths of
+    the projector's linear layers ([] = none); `probe_pool`: block outputs are average-pooled
+    to at most this many positions per axis for probes (1 = global pooling);
+    `readout_last`: the linear readout reads the last this many blocks; `augment`: the views.
+    """
+
+    loss: Literal["barlow", "vicreg", "simclr"] = "barlow"
+    lambd: float = Field(5.1e-3, ge=0)
+    sim_weight: float = Field(25.0, ge=0)
+    var_weight: float = Field(25.0, ge=0)
+    cov_weight: float = Field(1.0, ge=0)
+    temperature: float = Field(0.1, gt=0)
+    expand: int = Field(0, ge=0)
+    projector: list[int] = Field(default_factory=lambda: [512, 512])
+    probe_pool: int = Field(1, gt=0)
+    readout_last: int = Field(1, gt=0)
+    augment: AugmentOptions = Field(default_factory=AugmentOptions)
+
+
+class BlockwiseSSL(Method):
+    name = "blockwise-ssl"
+    Options = BlockwiseSSLOptions
+    primary = "readout"
+
+    def objective(self, index: int, num_blocks: int, width: int) -> SSLObjective:
+        o = self.options
+        if o.loss == "barlow":
+            loss = BarlowTwinsLoss(o.lambd)
+        elif o.loss == "vicreg":
+            loss = VICRegLoss(o.sim_weight, o.var_weight, o.cov_weight)
+        else:
+            loss = InfoNCELoss(o.temperature)
+        return SSLObjective(PoolProjector(width, o.expand, o.projector), loss)
+
+    def make_views(self, x, y, index, generator) -> Views:
+        v1, v2 = two_views(x, self.options.augment, self.data.pixel_low, self.data.pixel_high, generator)
+        return Views(inputs=torch.cat([v1, v2]), num_positive=x.shape[0])
+
+    def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def features(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each block's output, average-pooled to at most `probe_pool` x `probe_pool` positions, as (B, F)."""
+        return [flat_features(out, self.options.probe_pool) for out in net.forward_blocks(x)]
+
+    def readout_blocks(self, num_blocks: int) -> list[int]:
+        return list(range(max(num_blocks - self.options.readout_last, 0), num_blocks))
