@@ -44,3 +44,75 @@ def tiny_config(preset: str, folder: Path, *overrides: str):
 
 def random_images(n: int = 8, shape=(1, 28, 28), seed: int = 0) -> torch.Tensor:
     return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def prototype_splits(n_train: int = 1000, n_test: int = 500, size: int = 16, noise: float = 2.0, seed: int = 0, classes: int = 10) -> DataSplits:
+    """Images = a smooth random prototype per class + strong pixel noise, as in-memory splits (100 for validation).
+
+    A narrow random network loses the class in the noise; units that learn to detect
+    whole prototypes (as unsupervised FF does, to tell real images from hybrids) keep it.
+    """
+    from locallearn.views.hybrid import blur
+
+    generator = torch.Generator().manual_seed(seed)
+    prototypes = blur(torch.randn(classes, size, size, generator=generator), 3)
+    prototypes /= prototypes.square().mean(dim=(1, 2), keepdim=True).sqrt()
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, classes, (n,), generator=generator)
+        return (prototypes[y] + noise * torch.randn(n, size, size, generator=generator)).unsqueeze(1), y
+
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = split(n_train), split(100), split(n_test)
+    return DataSplits(train_x, train_y, val_x, val_y, test_x, test_y, classes, (1, size, size), 0.0, 1.0, -1.0, 1.0)
+
+
+def grating_splits(n_train: int = 1000, n_test: int = 500, size: int = 16, noise: float = 1.0, seed: int = 0, classes: int = 10) -> DataSplits:
+    """Images = a grating whose orientation is the class (random phase) + pixel noise, as in-memory splits (100 for validation).
+
+    The class is a local texture, visible to small convolution kernels anywhere in the image.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    rows, cols = torch.meshgrid(torch.arange(size, dtype=torch.float), torch.arange(size, dtype=torch.float), indexing="ij")
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, classes, (n,), generator=generator)
+        angle = (y.float() * torch.pi / classes).view(n, 1, 1)
+        phase = 2 * torch.pi * torch.rand(n, 1, 1, generator=generator)
+        waves = torch.cos(1.6 * (rows * torch.cos(angle) + cols * torch.sin(angle)) + phase)
+        return (waves + noise * torch.randn(n, size, size, generator=generator)).unsqueeze(1), y
+
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = split(n_train), split(100), split(n_test)
+    return DataSplits(train_x, train_y, val_x, val_y, test_x, test_y, classes, (1, size, size), 0.0, 1.0, -1.0, 1.0)
+
+
+def make_trainer(config, data):
+    """A Trainer whose layers come from `build_backbone(config.model, ...)`, so conv and locally connected models build too."""
+    from unittest import mock
+
+    from locallearn import engine
+    from locallearn.nn.backbones import build_backbone
+
+    with mock.patch.object(engine, "build_layers", lambda *args: build_backbone(config.model, args[2]), create=True):
+        return engine.Trainer(config, data)
+
+
+def gradient_leaks(trainer, views) -> list[tuple[int, int]]:
+    """(owner block, loss block) of every gradient one training step sends to a parameter outside the block whose loss made it."""
+    from locallearn.engine import train_step
+
+    owner = {id(p): i for i, block in enumerate(trainer.net.blocks) for p in block.parameters()}
+    current: dict[str, int] = {}
+    leaks: list[tuple[int, int]] = []
+    for index, block in enumerate(trainer.net.blocks):
+        original = block.objective.forward
+
+        def tagged(out, step_views, _original=original, _index=index):
+            current["block"] = _index
+            return _original(out, step_views)
+
+        block.objective.forward = tagged
+    for param in trainer.net.parameters():
+        param.register_hook(lambda grad, _p=param: leaks.append((owner[id(_p)], current["block"])) if owner[id(_p)] != current["block"] else None)
+    train_step(trainer.net, trainer.optimizers, views)
+    assert current["block"] == len(trainer.net.blocks) - 1
+    return leaks

@@ -9,28 +9,22 @@ label with the highest goodness, summed over the blocks (the first skipped, as H
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from pydantic import Field
 
-from locallearn.methods.base import Method, MethodOptions
-from locallearn.nn.layers import InputNorm
+from locallearn.methods.base import Method
+from locallearn.methods.ff_common import FFOptions, ff_objective, probe_features
 from locallearn.nn.network import LocalNet
 from locallearn.objectives.goodness import FFGoodnessLoss
 from locallearn.views.base import Views
 from locallearn.views.labels import hard_wrong_labels, overlay_every_label, overlay_labels, overlay_neutral, uniform_wrong_labels
 
 
-class FFSupervisedOptions(MethodOptions):
-    goodness: Literal["sum", "mean"] = "sum"
-    loss: Literal["softplus", "symba"] = "softplus"
-    threshold: Optional[float] = None
-    symba_alpha: float = Field(4.0, gt=0)
+class FFSupervisedOptions(FFOptions):
     negatives: Literal["uniform", "hard"] = "uniform"
     hard_refresh_epochs: int = Field(1, gt=0)
-    peer_weight: float = Field(0.0, ge=0)
-    peer_momentum: float = Field(0.9, ge=0, lt=1)
     skip_first: bool = True
     classifier: Literal["goodness", "readout"] = "goodness"
 
@@ -43,11 +37,9 @@ class FFSupervised(Method):
     def __init__(self, options: FFSupervisedOptions, data):
         super().__init__(options, data)
         self.hard_labels: torch.Tensor | None = None
-        self.feature_norm = InputNorm("rms")
 
     def objective(self, index: int, num_blocks: int, width: int) -> FFGoodnessLoss:
-        o = self.options
-        return FFGoodnessLoss(width, o.goodness, o.loss, o.threshold, o.symba_alpha, o.peer_weight, o.peer_momentum)
+        return ff_objective(self.options, width)
 
     def _overlay(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return overlay_labels(x, labels, self.data.num_classes, self.data.pixel_low, self.data.pixel_high)
@@ -86,7 +78,7 @@ class FFSupervised(Method):
     def features(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
         """Normalised activities of each block for the image with a neutral label (the paper's readout input)."""
         neutral = overlay_neutral(x, self.data.num_classes, self.data.pixel_low, self.data.pixel_high)
-        return [self.feature_norm(out.flatten(1)) for out in net.forward_blocks(neutral)]
+        return probe_features(net.forward_blocks(neutral), self.options.probe_pool)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {} if self.hard_labels is None else {"hard_labels": self.hard_labels}

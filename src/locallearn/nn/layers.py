@@ -1,4 +1,4 @@
-"""Layers of local-learning networks: input normalisations and dense FF layers."""
+"""Layers of local-learning networks: input normalisations, dense and image (conv / locally connected) FF layers."""
 
 from __future__ import annotations
 
@@ -14,25 +14,28 @@ class InputNorm(nn.Module):
     Forward-Forward needs this: the goodness of a layer is the length of its activity
     vector, so without normalising it the next layer could read the previous layer's
     decision straight off the length. `rms` scales every vector to unit root-mean-square
-    (Hinton's choice), `l2` to unit length, `none` leaves it alone.
+    (Hinton's choice), `l2` to unit length, `none` leaves it alone. The vector is the
+    whole example, or with `per_position` the channels at each position of a (B, C, H, W)
+    input (which also hides a goodness taken per position).
     """
 
-    def __init__(self, kind: str = "rms"):
+    def __init__(self, kind: str = "rms", per_position: bool = False):
         super().__init__()
         if kind not in ("rms", "l2", "none"):
             raise ValueError(f"unknown input norm {kind!r}; valid: rms, l2, none")
         self.kind = kind
+        self.per_position = per_position
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "none":
             return x
-        dims = tuple(range(1, x.dim()))
+        dims = (1,) if self.per_position else tuple(range(1, x.dim()))
         if self.kind == "rms":
             return x * torch.rsqrt(x.square().mean(dim=dims, keepdim=True) + EPS)
         return x * torch.rsqrt(x.square().sum(dim=dims, keepdim=True) + EPS)
 
     def extra_repr(self) -> str:
-        return self.kind
+        return f"{self.kind}, per_position" if self.per_position else self.kind
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -44,3 +47,20 @@ class DenseLayer(nn.Sequential):
     def __init__(self, in_features: int, out_features: int, activation: str = "relu", input_norm: str = "rms"):
         super().__init__(InputNorm(input_norm), nn.Linear(in_features, out_features), ACTIVATIONS[activation]())
         self.out_features = out_features
+
+
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+class ImageLayer(nn.Sequential):
+    """[pool] -> normalise -> `op` (a conv or locally connected map) -> activation, on (B, C, H, W).
+
+    The pooling (window = stride = `pool`; none when 1) is the layer's first step, so
+    the previous layer's local objective sees its own full-resolution output.
+    `out_features` is the number of output channels.
+    """
+
+    def __init__(self, op: nn.Module, out_channels: int, activation: str = "relu", input_norm: str = "rms", per_position: bool = False, pool: int = 1, pool_kind: str = "max"):
+        pooling = [POOLS[pool_kind](pool)] if pool > 1 else []
+        super().__init__(*pooling, InputNorm(input_norm, per_position), op, ACTIVATIONS[activation]())
+        self.out_features = out_channels

@@ -12,7 +12,7 @@ from torch import nn
 
 
 class LocalClassifierLoss(nn.Module):
-    """Cross-entropy of a linear head on the block's (flattened) output.
+    """Cross-entropy of a linear head on the block's output, averaged over positions when spatial.
 
     Example:
         >>> objective = LocalClassifierLoss(in_features=1000, num_classes=10)
@@ -24,10 +24,10 @@ class LocalClassifierLoss(nn.Module):
         self.head = nn.Linear(in_features, num_classes)
 
     def forward(self, out: torch.Tensor, views) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self.head(out.flatten(1))
+        logits = self.score(out)
         loss = F.cross_entropy(logits, views.labels)
         accuracy = (logits.detach().argmax(dim=1) == views.labels).float().mean()
         return loss, {"loss": loss.detach(), "train_acc": accuracy}
 
     def score(self, out: torch.Tensor) -> torch.Tensor:
-        return self.head(out.flatten(1))
+        return self.head(out.flatten(2).mean(dim=2) if out.dim() > 2 else out)

@@ -2,6 +2,8 @@
 
 Goodness is how "active" a layer is for an example: the sum (or mean) of its squared
 activities. Each FF layer learns to give positives high and negatives low goodness.
+For layers with spatial outputs, goodness may also be taken per position and/or per
+group of channels: each such goodness is then one example of the loss.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from locallearn.errors import UsageError
+
 
 def goodness(activity: torch.Tensor, kind: str = "sum") -> torch.Tensor:
     """Per-example goodness of a (B, ...) activity tensor: sum or mean of squares -> (B,)."""
@@ -17,9 +21,23 @@ def goodness(activity: torch.Tensor, kind: str = "sum") -> torch.Tensor:
     return squares.sum(dim=1) if kind == "sum" else squares.mean(dim=1)
 
 
+def grouped_goodness(activity: torch.Tensor, kind: str = "sum", over: str = "example", groups: int = 1) -> torch.Tensor:
+    """Goodness of each group of units of a (B, C, ...) activity -> (B, K).
+
+    The C channels (units of a dense layer) are split into `groups` consecutive groups.
+    `over="example"`: a group's goodness covers all its positions (K = groups);
+    `over="position"`: every position of every group has its own (K = groups * positions).
+    """
+    b, c = activity.shape[:2]
+    squares = activity.reshape(b, groups, c // groups, -1).square()
+    dims = (2, 3) if over == "example" else (2,)
+    g = squares.sum(dim=dims) if kind == "sum" else squares.mean(dim=dims)
+    return g.flatten(1)
+
+
 def softplus_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, threshold: float) -> torch.Tensor:
     """The paper's loss: -log p(positive) with p = sigmoid(goodness - threshold), averaged over all examples."""
-    return torch.cat([F.softplus(threshold - g_pos), F.softplus(g_neg - threshold)]).mean()
+    return torch.cat([F.softplus(threshold - g_pos).flatten(), F.softplus(g_neg - threshold).flatten()]).mean()
 
 
 def symba_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -35,6 +53,11 @@ def peer_normalisation_loss(running_mean: torch.Tensor) -> torch.Tensor:
 class FFGoodnessLoss(nn.Module):
     """Local FF objective for a block whose output holds positives first, then negatives.
 
+    `over` and `groups` choose the units of one goodness (see `grouped_goodness`); the
+    default threshold is the number of those units for sum goodness, 1 for mean.
+    Peer normalisation keeps a running mean activity per unit (per channel of spatial
+    outputs).
+
     Example:
         >>> loss_fn = FFGoodnessLoss(width=500, goodness_kind="sum")
         >>> loss, metrics = loss_fn(layer_output, views)  # views.num_positive rows are positives
@@ -49,11 +72,17 @@ class FFGoodnessLoss(nn.Module):
         symba_alpha: float = 4.0,
         peer_weight: float = 0.0,
         peer_momentum: float = 0.9,
+        over: str = "example",
+        groups: int = 1,
     ):
         super().__init__()
+        if width % groups:
+            raise UsageError(f"goodness groups ({groups}) must divide the width of every block; a block has width {width}")
         self.goodness_kind = goodness_kind
         self.loss = loss
-        self.threshold = float(threshold if threshold is not None else (width if goodness_kind == "sum" else 1.0))
+        self.threshold = threshold
+        self.over = over
+        self.groups = groups
         self.symba_alpha = symba_alpha
         self.peer_weight = peer_weight
         self.peer_momentum = peer_momentum
@@ -61,12 +90,12 @@ class FFGoodnessLoss(nn.Module):
             self.register_buffer("running_mean", torch.zeros(width))
 
     def forward(self, out: torch.Tensor, views) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        g = goodness(out, self.goodness_kind)
+        g = grouped_goodness(out, self.goodness_kind, self.over, self.groups)
         g_pos, g_neg = g[: views.num_positive], g[views.num_positive :]
         if self.loss == "symba":
             loss = symba_loss(g_pos, g_neg, self.symba_alpha)
         else:
-            loss = softplus_loss(g_pos, g_neg, self.threshold)
+            loss = softplus_loss(g_pos, g_neg, self.default_threshold(out, g) if self.threshold is None else self.threshold)
         metrics = {"ff_loss": loss.detach(), "g_pos": g_pos.detach().mean(), "g_neg": g_neg.detach().mean()}
         if self.peer_weight > 0:
             unit_means = out[: views.num_positive].transpose(0, 1).flatten(1).mean(dim=1)  # per unit (or channel)
@@ -77,6 +106,10 @@ class FFGoodnessLoss(nn.Module):
             metrics["peer_loss"] = peer.detach()
         metrics["loss"] = loss.detach()
         return loss, metrics
+
+    def default_threshold(self, out: torch.Tensor, g: torch.Tensor) -> float:
+        """Units per goodness for sum goodness (the mean square of each is then ~1), else 1."""
+        return out[0].numel() / g.shape[1] if self.goodness_kind == "sum" else 1.0
 
     def score(self, out: torch.Tensor) -> torch.Tensor:
         """Goodness per example: what goodness classification compares across labels."""

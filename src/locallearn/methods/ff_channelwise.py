@@ -1,0 +1,47 @@
+"""Channel-wise competitive Forward-Forward (CwComp; Papachristodoulou et al., AAAI 2024).
+
+Each block splits its channels (units of a dense layer) into one group per class and
+learns, from the image alone, to make the true class's group the most active: a softmax
+over the groups' goodness, trained with cross-entropy (see `ChannelCompetitionLoss`).
+There is no label in the input and no negative data, so it suits convolutional
+networks, whose local filters could not see a label written into a few pixels. An image
+is classified in one pass by the group goodness summed over blocks (their logits).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from locallearn.methods.base import Method, MethodOptions
+from locallearn.methods.ff_common import probe_features
+from locallearn.nn.network import LocalNet
+from locallearn.objectives.competition import ChannelCompetitionLoss
+from locallearn.views.base import Views
+
+
+class FFChannelwiseOptions(MethodOptions):
+    skip_first: bool = False
+    probe_pool: int = Field(2, gt=0)
+
+
+class FFChannelwise(Method):
+    name = "ff-channelwise"
+    Options = FFChannelwiseOptions
+    primary = "goodness"
+
+    def objective(self, index: int, num_blocks: int, width: int) -> ChannelCompetitionLoss:
+        return ChannelCompetitionLoss(width, self.data.num_classes)
+
+    def make_views(self, x, y, index, generator) -> Views:
+        return Views(inputs=x, num_positive=x.shape[0], labels=y)
+
+    def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = net.forward_blocks(x)
+        scores = {block.name: block.objective.score(out) for block, out in zip(net.blocks, outputs)}
+        used = list(scores.values())[1:] if self.options.skip_first and len(scores) > 1 else list(scores.values())
+        scores["goodness"] = torch.stack(used).sum(dim=0)
+        return scores
+
+    def features(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
+        return probe_features(net.forward_blocks(x), self.options.probe_pool)

@@ -1,0 +1,42 @@
+"""What every Forward-Forward method shares: the goodness options, the block objective, probe features."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+from pydantic import Field
+
+from locallearn.methods.base import MethodOptions, flat_features
+from locallearn.nn.layers import InputNorm
+from locallearn.objectives.goodness import FFGoodnessLoss
+
+FEATURE_NORM = InputNorm("rms")
+
+
+class FFOptions(MethodOptions):
+    """`method.*` keys of the FF goodness objective and of the probe features.
+
+    `goodness_over`: one goodness per example, or per position of a spatial output;
+    `goodness_groups`: channel groups, each with its own goodness (must divide every width);
+    `probe_pool`: spatial outputs are average-pooled to at most this many positions per axis for probes.
+    """
+
+    goodness: Literal["sum", "mean"] = "sum"
+    goodness_over: Literal["example", "position"] = "example"
+    goodness_groups: int = Field(1, gt=0)
+    loss: Literal["softplus", "symba"] = "softplus"
+    threshold: Optional[float] = None
+    symba_alpha: float = Field(4.0, gt=0)
+    peer_weight: float = Field(0.0, ge=0)
+    peer_momentum: float = Field(0.9, ge=0, lt=1)
+    probe_pool: int = Field(2, gt=0)
+
+
+def ff_objective(o: FFOptions, width: int) -> FFGoodnessLoss:
+    return FFGoodnessLoss(width, o.goodness, o.loss, o.threshold, o.symba_alpha, o.peer_weight, o.peer_momentum, o.goodness_over, o.goodness_groups)
+
+
+def probe_features(outputs: list[torch.Tensor], pool: int) -> list[torch.Tensor]:
+    """Each block's output as (B, F) features: spatial outputs average-pooled to at most `pool` x `pool`, then RMS-normalised."""
+    return [FEATURE_NORM(flat_features(out, pool)) for out in outputs]

@@ -1,0 +1,45 @@
+"""The backbone of a model config as a list of layers, by `model.arch`: one builder per architecture."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from locallearn.errors import UsageError
+from locallearn.nn.layers import ImageLayer
+from locallearn.nn.local import LocallyConnected2d, output_size
+from locallearn.nn.network import build_layers
+
+
+def mlp_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
+    """Dense layers of widths `hidden`; the first flattens the image."""
+    return build_layers("mlp", model.hidden, input_shape, model.activation, model.input_norm)
+
+
+def image_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
+    """`conv` or `locally-connected` layers: `[pool] -> norm -> map -> activation` on (B, C, H, W), `channels` wide."""
+    channels, height, width = input_shape
+    layers: list[nn.Module] = []
+    settings = zip(model.channels, model.kernel_size, model.stride, model.padding, model.pool)
+    for i, (out, kernel, stride, padding, pool) in enumerate(settings):
+        pooled = (height // pool, width // pool)
+        height, width = (output_size(size, kernel, stride, padding) for size in pooled)
+        if height < 1 or width < 1:
+            raise UsageError(f"model: layer {i + 1} of the {model.arch} backbone has no output positions left for {tuple(input_shape)} inputs; use smaller kernel_size, stride or pool")
+        if model.arch == "conv":
+            op = nn.Conv2d(channels, out, kernel, stride, padding)
+        else:
+            op = LocallyConnected2d(channels, out, pooled, kernel, stride, padding)
+        per_position = model.norm_over == "position" and i > 0
+        layers.append(ImageLayer(op, out, model.activation, model.input_norm, per_position, pool, model.pool_kind))
+        channels = out
+    return layers
+
+
+BUILDERS = {"mlp": mlp_layers, "conv": image_layers, "locally-connected": image_layers}
+
+
+def build_backbone(model, input_shape: tuple[int, ...]) -> list[nn.Module]:
+    """The layers of `model` (a `ModelConfig`) for (C, H, W) inputs, in order; each has `out_features`."""
+    if model.arch not in BUILDERS:
+        raise UsageError(f"model.arch={model.arch} has no backbone builder; valid: {', '.join(sorted(BUILDERS))}")
+    return BUILDERS[model.arch](model, tuple(input_shape))
