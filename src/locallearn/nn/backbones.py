@@ -8,6 +8,8 @@ from locallearn.errors import UsageError
 from locallearn.nn.layers import ImageLayer
 from locallearn.nn.local import LocallyConnected2d, output_size
 from locallearn.nn.network import build_layers
+from locallearn.nn.resnet import resnet_layers
+from locallearn.nn.vgg import vgg_layers
 
 
 def mlp_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
@@ -35,7 +37,7 @@ def image_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
     return layers
 
 
-BUILDERS = {"mlp": mlp_layers, "conv": image_layers, "locally-connected": image_layers}
+BUILDERS = {"mlp": mlp_layers, "conv": image_layers, "locally-connected": image_layers, "vgg": vgg_layers, "resnet18": resnet_layers, "resnet50": resnet_layers}
 
 
 def build_backbone(model, input_shape: tuple[int, ...]) -> list[nn.Module]:

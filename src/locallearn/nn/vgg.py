@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from locallearn.errors import UsageError
-from locallearn.nn.layers import ACTIVATIONS
+from locallearn.nn.layers import ACTIVATIONS, POOLS
+from locallearn.nn.local import output_size
 from locallearn.nn.noise import ActivityNoise
 from locallearn.nn.resnet import Stage
 
@@ -25,10 +26,10 @@ def vgg_layers(model, input_shape: tuple[int, int, int]) -> list[Stage]:
     layers = []
     settings = zip(model.channels, model.kernel_size, model.stride, model.padding, model.pool)
     for i, (out, kernel, stride, padding, pool) in enumerate(settings):
-        height, width = ((size // pool + 2 * padding - kernel) // stride + 1 for size in (height, width))
+        height, width = (output_size(size // pool, kernel, stride, padding) for size in (height, width))
         if height < 1 or width < 1:
             raise UsageError(f"model: layer {i + 1} of the vgg backbone has no output positions left for {tuple(input_shape)} inputs; use fewer pools or strides")
-        modules = [(nn.MaxPool2d if model.pool_kind == "max" else nn.AvgPool2d)(pool)] if pool > 1 else []
+        modules = [POOLS[model.pool_kind](pool)] if pool > 1 else []
         modules += [nn.Conv2d(channels, out, kernel, stride, padding, bias=False), nn.BatchNorm2d(out), ACTIVATIONS[model.activation]()]
         if model.activity_noise:
             modules.append(ActivityNoise(model.activity_noise))
