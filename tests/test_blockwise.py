@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import gradient_leaks, make_trainer, prototype_splits
+from locallearn.checkpoint import load_checkpoint, save_checkpoint
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import epoch_generator, train_step
@@ -173,6 +174,27 @@ def test_activity_noise_is_scaled_reproducible_and_off_in_eval():
     replay.load_state_dict(copy.deepcopy(noise.state_dict()))
     assert torch.equal(replay(x), noise(x))  # the stream is in the state dict: a resumed run draws the same noise
     assert torch.equal(noise.eval()(x), x)
+
+
+def test_stop_inside_an_epoch_and_resume_is_exact_with_views_and_noise(tmp_path, data):
+    """Augmented views come from the epoch generator and the noise stream from the weights: a resumed run is bit-exact."""
+    run = config("blockwise-vicreg", *TINY_VGG, "train.granularity=block:2", "model.activity_noise=0.25", "train.epochs=2")
+    reference = make_trainer(run, data)
+    for _ in range(2):
+        reference.train_epoch()
+    first = make_trainer(run, data)
+    first.train_epoch()
+
+    def stop_at_step_2(step, total, sums):
+        first.stop_requested = step >= 2
+
+    assert first.train_epoch(progress=stop_at_step_2) is None
+    save_checkpoint(tmp_path, first, {})
+    resumed = make_trainer(run, data)
+    load_checkpoint(tmp_path, resumed)
+    resumed.train_epoch()
+    for (name, mine), theirs in zip(resumed.net.state_dict().items(), reference.net.state_dict().values()):
+        assert torch.equal(mine, theirs), name
 
 
 def test_features_are_globally_pooled_per_block(data):
