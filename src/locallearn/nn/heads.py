@@ -35,10 +35,8 @@ class PoolProjector(nn.Module):
 
     def __init__(self, in_channels: int, expand: int = 0, widths: list[int] = ()):
         super().__init__()
-        self.expand = nn.Sequential()
-        if expand:
-            self.expand = nn.Sequential(nn.Conv2d(in_channels, expand, 1, bias=False), nn.BatchNorm2d(expand), nn.ReLU(inplace=True))
-            in_channels = expand
+        self.expand = nn.Sequential(nn.Conv2d(in_channels, expand, 1, bias=False), nn.BatchNorm2d(expand), nn.ReLU(inplace=True)) if expand else nn.Identity()
+        in_channels = expand or in_channels
         self.projector = projector(in_channels, list(widths))
         self.out_features = widths[-1] if widths else in_channels
 
