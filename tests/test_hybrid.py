@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import random_images
-from locallearn.views.hybrid import blur, hybrid_images, hybrid_masks, partner_indices
+from locallearn.views.hybrid import blur, hybrid_images, hybrid_masks, partner_indices, random_bits
 from locallearn.views.pairs import self_contrastive_negatives
 
 
@@ -38,18 +38,29 @@ def test_blur_is_the_repeated_quarter_half_quarter_filter(blurs, height, width):
     torch.testing.assert_close(blur(images, blurs), blur_by_convolution(images, blurs), atol=1e-6, rtol=0)
 
 
+def test_random_bits_are_fair_independent_and_reproducible():
+    bits = random_bits(1000, (28, 28), seeded())
+    assert bits.shape == (1000, 28, 28) and set(bits.unique().tolist()) == {0.0, 1.0}
+    assert abs(bits.mean() - 0.5) < 0.005
+    centred = bits - 0.5
+    for neighbour in (centred.roll(1, dims=2), centred.roll(1, dims=1), centred.roll(1, dims=0)):
+        assert abs((centred * neighbour).mean()) < 0.005  # no correlation with the next pixel, row or image
+    assert torch.equal(bits, random_bits(1000, (28, 28), seeded()))
+    assert random_bits(3, (5, 7), seeded()).shape == (3, 5, 7)  # sizes that are not a multiple of 16 bits
+
+
 def test_masks_are_binary_with_both_parts_in_typical_masks():
     masks = hybrid_masks(500, (28, 28), 10, seeded())
-    assert masks.shape == (500, 1, 28, 28) and masks.dtype == torch.bool
-    ones = masks.float().mean(dim=(1, 2, 3))
+    assert masks.shape == (500, 1, 28, 28) and set(masks.unique().tolist()) == {0.0, 1.0}
+    ones = masks.mean(dim=(1, 2, 3))
     assert ((ones > 0.05) & (ones < 0.95)).float().mean() > 0.9  # both the image and its partner show
     assert 0.4 < ones.mean() < 0.6
 
 
 def test_masks_are_the_thresholded_blur_of_random_bits_reproducible_from_the_seed():
     masks = hybrid_masks(8, (28, 28), 6, seeded(3))
-    bits = (torch.rand((8, 28, 28), generator=seeded(3)) < 0.5).float()
-    assert torch.equal(masks.squeeze(1), blur_by_convolution(bits, 6) > 0.5)
+    bits = random_bits(8, (28, 28), seeded(3))
+    assert torch.equal(masks.squeeze(1), (blur_by_convolution(bits, 6) > 0.5).float())
     assert torch.equal(masks, hybrid_masks(8, (28, 28), 6, seeded(3)))
     assert not torch.equal(masks, hybrid_masks(8, (28, 28), 6, seeded(4)))
 
@@ -63,7 +74,7 @@ def test_a_hybrid_is_pixelwise_one_of_its_two_sources():
     x = random_images(32)
     hybrid, masks, partners = hybrid_images(x, seeded(), blurs=10)
     assert (partners != torch.arange(32)).all()
-    expected = torch.where(masks.expand_as(x), x, x[partners])
+    expected = torch.where(masks.bool().expand_as(x), x, x[partners])
     assert torch.equal(hybrid, expected)
     from_first = (hybrid == x).flatten(1).float().mean(1)
     from_second = (hybrid == x[partners]).flatten(1).float().mean(1)
@@ -75,7 +86,7 @@ def test_hybrids_of_colour_images_use_one_mask_for_all_channels():
     x = random_images(16, shape=(3, 32, 32))
     hybrid, masks, partners = hybrid_images(x, seeded(), blurs=8)
     from_first = hybrid == x
-    assert torch.equal(from_first, masks.expand_as(x))
+    assert torch.equal(from_first, masks.bool().expand_as(x))
 
 
 def test_hybrids_are_reproducible_from_the_seed():

@@ -57,7 +57,7 @@ def save_hybrid_examples(path: str | Path, images: torch.Tensor, generator: torc
         >>> save_hybrid_examples("hybrids.png", data.train_x[:100], torch.Generator().manual_seed(0))
     """
     negatives, masks, partners = hybrid_images(images, generator, blurs, labels)
-    rows = [[images[i], images[partners[i]], masks[i].float(), negatives[i]] for i in range(min(count, images.shape[0]))]
+    rows = [[images[i], images[partners[i]], masks[i], negatives[i]] for i in range(min(count, images.shape[0]))]
     return _save_grid(path, rows, ["image", "partner", "mask", "hybrid"])
 
 

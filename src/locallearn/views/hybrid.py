@@ -34,10 +34,17 @@ def blur(images: Tensor, blurs: int) -> Tensor:
     return rows @ images @ cols.T
 
 
+def random_bits(n: int, size: tuple[int, int], generator: torch.Generator) -> Tensor:
+    """(n, H, W) fair random bits (0.0 / 1.0), 16 from each random integer: 5x cheaper than a float per pixel."""
+    count, device = n * size[0] * size[1], generator.device
+    words = torch.randint(0, 1 << 16, (-(-count // 16),), generator=generator, device=device, dtype=torch.int32)
+    bits = (words.unsqueeze(1) >> torch.arange(16, device=device, dtype=torch.int32)) & 1
+    return bits.flatten()[:count].view(n, *size).float()
+
+
 def hybrid_masks(n: int, size: tuple[int, int], blurs: int, generator: torch.Generator) -> Tensor:
-    """(n, 1, H, W) boolean masks: random bits, blurred `blurs` times, thresholded at 0.5."""
-    bits = (torch.rand((n, *size), generator=generator, device=generator.device) < 0.5).float()
-    return (blur(bits, blurs) > 0.5).unsqueeze(1)
+    """(n, 1, H, W) masks of 0.0 / 1.0: random bits, blurred `blurs` times, thresholded at 0.5."""
+    return (blur(random_bits(n, size, generator), blurs) > 0.5).unsqueeze(1).float()
 
 
 def partner_indices(n: int, generator: torch.Generator, labels: Tensor | None = None) -> Tensor:
@@ -46,11 +53,13 @@ def partner_indices(n: int, generator: torch.Generator, labels: Tensor | None = 
     With `labels`, the partner has another label wherever the batch holds one. A batch
     of one example is its own partner.
     """
-    allowed = ~torch.eye(n, dtype=torch.bool, device=generator.device)
-    if labels is not None:
-        labels = labels.to(generator.device)
-        other = labels[:, None] != labels[None, :]
-        allowed = torch.where(other.any(dim=1, keepdim=True), other, allowed)
+    device = generator.device
+    if labels is None:
+        shift = torch.randint(1, max(n, 2), (n,), generator=generator, device=device)
+        return (torch.arange(n, device=device) + shift) % n
+    labels = labels.to(device)
+    allowed = labels[:, None] != labels[None, :]
+    allowed |= ~allowed.any(dim=1, keepdim=True) & ~torch.eye(n, dtype=torch.bool, device=device)
     allowed |= ~allowed.any(dim=1, keepdim=True)
     return torch.multinomial(allowed.float(), 1, generator=generator).squeeze(1)
 
@@ -58,11 +67,12 @@ def partner_indices(n: int, generator: torch.Generator, labels: Tensor | None = 
 def hybrid_images(x: Tensor, generator: torch.Generator, blurs: int, labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Hybrid negatives of a (B, C, H, W) batch, with their masks (B, 1, H, W) and partner indices (B,).
 
-    `hybrid[i] = where(mask[i], x[i], x[partner[i]])`; with `labels`, partners have another class.
+    `hybrid = mask * x + (1 - mask) * x[partners]`, exactly one of the two pixels (`torch.lerp`
+    is exact at weights 0 and 1); with `labels`, partners have another class.
 
     Example:
         >>> negatives, masks, partners = hybrid_images(x, torch.Generator().manual_seed(0), blurs=10)
     """
     masks = hybrid_masks(x.shape[0], tuple(x.shape[-2:]), blurs, generator).to(x.device)
     partners = partner_indices(x.shape[0], generator, labels).to(x.device)
-    return torch.where(masks, x, x[partners]), masks, partners
+    return torch.lerp(x[partners], x, masks), masks, partners
