@@ -49,6 +49,12 @@ class BlockwiseSSLOptions(MethodOptions):
 
 
 class BlockwiseSSL(Method):
+    """Two augmented views per image; each block's own pool + projector head and SSL loss.
+
+    Example:
+        >>> trainer = Trainer(load_config("blockwise-barlow", ["train.granularity=end-to-end"]), data)   # = e2e-barlow
+    """
+
     name = "blockwise-ssl"
     Options = BlockwiseSSLOptions
     primary = "readout"
