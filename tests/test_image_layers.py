@@ -162,3 +162,13 @@ def test_a_local_classifier_on_a_spatial_output_averages_positions():
     objective = LocalClassifierLoss(in_features=4, num_classes=3)
     out = random_images(5, shape=(4, 6, 6))
     torch.testing.assert_close(objective.score(out), objective.head(out.mean(dim=(2, 3))))
+
+
+def test_peer_normalisation_of_image_layers_evens_out_channels():
+    views = Views(inputs=torch.zeros(2), num_positive=2)
+    objective = FFGoodnessLoss(width=3, peer_weight=1.0, peer_momentum=0.0)
+    even = torch.ones(2, 3, 4, 4)
+    uneven = even * torch.tensor([0.0, 1.0, 5.0]).view(1, 3, 1, 1)
+    assert objective(even, views)[1]["peer_loss"] == 0
+    assert objective(uneven, views)[1]["peer_loss"] > 1
+    assert objective.running_mean.tolist() == [0.0, 1.0, 5.0]  # one running mean per channel

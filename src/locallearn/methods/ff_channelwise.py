@@ -37,9 +37,9 @@ class FFChannelwise(Method):
         return Views(inputs=x, num_positive=x.shape[0], labels=y)
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = net.forward_blocks(x)
-        scores = {block.name: block.objective.score(out) for block, out in zip(net.blocks, outputs)}
-        used = list(scores.values())[1:] if self.options.skip_first and len(scores) > 1 else list(scores.values())
+        per_block = [block.objective.score(out) for block, out in zip(net.blocks, net.forward_blocks(x))]
+        used = per_block[1:] if self.options.skip_first and len(per_block) > 1 else per_block
+        scores = {block.name: s for block, s in zip(net.blocks, per_block)}
         scores["goodness"] = torch.stack(used).sum(dim=0)
         return scores
 
