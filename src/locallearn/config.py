@@ -144,6 +144,9 @@ class EvalConfig(Section):
     probes: bool = True
     probe_epochs: int = Field(10, gt=0)
     probe_lr: float = Field(1e-3, gt=0)
+    knn: bool = True
+    knn_k: int = Field(20, gt=0)
+    knn_temperature: float = Field(0.07, gt=0)
 
 
 class LoggingConfig(Section):

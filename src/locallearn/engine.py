@@ -21,7 +21,8 @@ from locallearn.config import Config
 from locallearn.data.batcher import Batcher
 from locallearn.errors import RunError
 from locallearn.methods.base import DataInfo, Method
-from locallearn.nn.network import Block, LocalNet, build_layers, group_layers
+from locallearn.nn.backbones import build_backbone
+from locallearn.nn.network import Block, LocalNet, group_layers
 from locallearn.views.base import Views
 
 
@@ -111,8 +112,7 @@ class Trainer:
         info = DataInfo(data.num_classes, tuple(data.image_shape), data.pixel_low, data.pixel_high)
         self.method: Method = method_cls(method_cls.Options.model_validate(_method_keys(config)), info)
         torch.manual_seed(config.train.seed)
-        m = config.model
-        layers = build_layers(m.arch, m.hidden, tuple(data.image_shape), m.activation, m.input_norm)
+        layers = build_backbone(config.model, tuple(data.image_shape))
         groups = group_layers(layers, config.train.granularity)
         blocks = [
             Block(block_name(config.train.granularity, i), group, self.method.objective(i, len(groups), group[-1].out_features))

@@ -73,16 +73,25 @@ def probe_accuracy(probe: LinearProbe, features: torch.Tensor, labels: torch.Ten
     return float((probe(features).argmax(1) == labels).float().mean())
 
 
-def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int], epochs: int, lr: float, seed: int, batch_size: int) -> dict[str, dict[str, float]]:
-    """Val and test accuracy of a probe on each block, and of a readout on the concatenated `readout_blocks`."""
-    splits = {name: block_features(method, net, x, batch_size) for name, x in (("train", data.train_x), ("val", data.val_x), ("test", data.test_x))}
+def split_features(method: Method, net: LocalNet, data, batch_size: int) -> dict[str, list[torch.Tensor]]:
+    """Per-block features of the train, val and test splits."""
+    return {split: block_features(method, net, getattr(data, f"{split}_x"), batch_size) for split in ("train", "val", "test")}
+
+
+def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int], epochs: int, lr: float, seed: int, batch_size: int,
+                  features: dict[str, list[torch.Tensor]] | None = None) -> dict[str, dict[str, float]]:
+    """Val and test accuracy of a probe on each block, and of a readout on the concatenated `readout_blocks`.
+
+    `features` (from `split_features`) saves recomputing them when the caller has them already.
+    """
+    features = features or split_features(method, net, data, batch_size)
     names = [block.name for block in net.blocks]
     candidates = {name: [i] for i, name in enumerate(names)}
     if len(readout_blocks) > 1:
         candidates["readout"] = readout_blocks
     results = {}
     for name, blocks in candidates.items():
-        pick = {split: torch.cat([feats[i] for i in blocks], dim=1) for split, feats in splits.items()}
+        pick = {split: torch.cat([feats[i] for i in blocks], dim=1) for split, feats in features.items()}
         probe = fit_linear_probe(pick["train"], data.train_y, data.num_classes, epochs, lr, seed)
         results[name] = {"val": probe_accuracy(probe, pick["val"], data.val_y), "test": probe_accuracy(probe, pick["test"], data.test_y)}
     results.setdefault("readout", results[names[readout_blocks[0]]])

@@ -25,7 +25,8 @@ from locallearn.config import Config, apply_overrides, load_yaml, validate
 from locallearn.data import load_dataset
 from locallearn.engine import Trainer
 from locallearn.errors import RunError, UsageError
-from locallearn.evaluate import classify, linear_probes
+from locallearn.evaluate import classify, linear_probes, split_features
+from locallearn.knn import knn_accuracy
 
 EpochCallback = Callable[[Trainer, dict], None]
 
@@ -105,21 +106,27 @@ class ProgressBar:
 
 
 def evaluate_final(trainer: Trainer, config: Config) -> tuple[dict, list[dict]]:
-    """Test and validation accuracy of every classifier, and per-block probe results."""
+    """Test and validation accuracy of every classifier, per-block linear probes and kNN, and the readout."""
     data, method, net = trainer.data, trainer.method, trainer.net
     batch = config.data.eval_batch_size
     val = classify(method, net, data.val_x, data.val_y, batch) if data.val_x.shape[0] else {}
     test = classify(method, net, data.test_x, data.test_y, batch)
     per_block = [{"name": b.name, "accuracy": test.get(b.name)} for b in net.blocks]
     result = {"val": val, "test": test}
-    if config.eval.probes:
-        n = len(net.blocks)
-        readout = list(range(1, n)) if n > 1 else [0]
-        probes = linear_probes(method, net, data, readout, config.eval.probe_epochs, config.eval.probe_lr, config.train.seed, batch)
+    ev = config.eval
+    if not (ev.probes or ev.knn):
+        return result, per_block
+    features = split_features(method, net, data, batch)
+    if ev.probes:
+        readout = method.readout_blocks(len(net.blocks))
+        probes = linear_probes(method, net, data, readout, ev.probe_epochs, ev.probe_lr, config.train.seed, batch, features)
         for entry in per_block:
             entry["probe_accuracy"] = probes[entry["name"]]["test"]
             entry["probe_val_accuracy"] = probes[entry["name"]]["val"]
         result["readout"] = probes["readout"]
+    if ev.knn:
+        for i, entry in enumerate(per_block):
+            entry["knn_accuracy"] = knn_accuracy(features["train"][i], data.train_y, features["test"][i], data.test_y, ev.knn_k, ev.knn_temperature)
     return result, per_block
 
 
@@ -216,15 +223,16 @@ class StopOnSignal:
 
 def epoch_line(record: dict, primary: str) -> str:
     losses = " ".join(f"{name}={m['loss']:.4f}" for name, m in record["blocks"].items())
-    val = f" val_acc={record['val'][primary]:.4f}" if "val" in record else ""
+    accuracy = record.get("val", {}).get(primary)
+    val = f" val_acc={accuracy:.4f}" if accuracy is not None else ""
     return f"epoch {record['epoch']}: loss {losses}{val} ({record['epoch_seconds']:.1f}s, {record['samples_per_second']:.0f} samples/s)"
 
 
 def make_summary(config: Config, preset: str, trainer: Trainer, history: list[dict], results: dict, per_block: list[dict]) -> dict:
-    use_readout = getattr(trainer.method.options, "classifier", None) == "readout"
+    use_readout = trainer.method.primary == "readout" or getattr(trainer.method.options, "classifier", None) == "readout"
     primary = trainer.method.primary
-    test_acc = results["readout"]["test"] if use_readout else results["test"][primary]
-    val_acc = results["readout"]["val"] if use_readout else results["val"].get(primary)
+    test_acc = results.get("readout", {}).get("test") if use_readout else results["test"][primary]
+    val_acc = results.get("readout", {}).get("val") if use_readout else results["val"].get(primary)
     train_seconds = sum(r["epoch_seconds"] for r in history)
     samples = sum(r["samples_per_second"] * r["epoch_seconds"] for r in history)
     return {
