@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import gradient_leaks, grating_splits, make_trainer, prototype_splits, tiny_config, tiny_splits
+from helpers import gradient_leaks, grating_splits, prototype_splits, tiny_config, tiny_splits
 from locallearn.config import load_config
-from locallearn.engine import train_step
+from locallearn.engine import Trainer, train_step
 from locallearn.evaluate import classify, linear_probes
 
 LOCAL = ["model.arch=locally-connected", "model.channels=[4,8,8]", "model.kernel_size=[6,2,2]", "model.stride=[2,1,1]", "model.padding=0"]
@@ -31,8 +31,8 @@ def test_unsupervised_ff_readout_beats_random_layers(overrides):
     """On noisy class prototypes, layers trained without labels keep the class that random layers lose in the noise."""
     data = prototype_splits()
     config = unsupervised_config(*overrides)
-    untrained = make_trainer(config, data)
-    trained = make_trainer(config, data)
+    untrained = Trainer(config, data)
+    trained = Trainer(config, data)
     for _ in range(config.train.epochs):
         trained.train_epoch()
     before, after = readout_accuracy(untrained, data), readout_accuracy(trained, data)
@@ -41,7 +41,7 @@ def test_unsupervised_ff_readout_beats_random_layers(overrides):
 
 def test_positives_are_the_images_and_negatives_their_hybrids():
     data = prototype_splits(n_train=100)
-    trainer = make_trainer(unsupervised_config("method.other_class=true"), data)
+    trainer = Trainer(unsupervised_config("method.other_class=true"), data)
     x, y, index = next(iter(trainer.batcher.batches(0)))
     views = trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0))
     assert views.num_positive == x.shape[0] and views.inputs.shape[0] == 2 * x.shape[0] and views.labels is None
@@ -55,7 +55,7 @@ def test_positives_are_the_images_and_negatives_their_hybrids():
 
 def test_the_readout_reads_the_last_three_blocks_and_there_is_no_other_classifier(tmp_path):
     data = tiny_splits(tmp_path)
-    trainer = make_trainer(tiny_config("ff-unsupervised-small", tmp_path, "model.hidden=[16,16,16,16]"), data)
+    trainer = Trainer(tiny_config("ff-unsupervised-small", tmp_path, "model.hidden=[16,16,16,16]"), data)
     assert trainer.method.primary == "readout"
     assert trainer.method.readout_blocks(4) == [1, 2, 3] and trainer.method.readout_blocks(2) == [0, 1]
     assert classify(trainer.method, trainer.net, data.val_x, data.val_y, 200) == {}
@@ -66,7 +66,7 @@ def test_the_readout_reads_the_last_three_blocks_and_there_is_no_other_classifie
 
 def test_probe_features_of_image_layers_are_pooled(tmp_path):
     data = tiny_splits(tmp_path)
-    trainer = make_trainer(tiny_config("ff-unsupervised-small", tmp_path, *CONV, "method.probe_pool=3"), data)
+    trainer = Trainer(tiny_config("ff-unsupervised-small", tmp_path, *CONV, "method.probe_pool=3"), data)
     assert [f.shape for f in trainer.method.features(trainer.net, data.val_x[:4])] == [(4, 90), (4, 180), (4, 180)]
 
 
@@ -85,7 +85,7 @@ def test_probe_features_of_image_layers_are_pooled(tmp_path):
 )
 def test_no_loss_reaches_a_parameter_outside_its_block(tmp_path, preset, overrides):
     data = tiny_splits(tmp_path)
-    trainer = make_trainer(tiny_config(preset, tmp_path, *overrides), data)
+    trainer = Trainer(tiny_config(preset, tmp_path, *overrides), data)
     x, y, index = next(iter(trainer.batcher.batches(0)))
     views = trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0))
     assert len(trainer.net.blocks) == 3
@@ -94,7 +94,7 @@ def test_no_loss_reaches_a_parameter_outside_its_block(tmp_path, preset, overrid
 
 def test_the_locality_check_sees_a_leak_through_image_layers(tmp_path):
     data = tiny_splits(tmp_path)
-    trainer = make_trainer(tiny_config("ff-unsupervised-small", tmp_path, *LOCAL), data)
+    trainer = Trainer(tiny_config("ff-unsupervised-small", tmp_path, *LOCAL), data)
     x, y, index = next(iter(trainer.batcher.batches(0)))
     views = trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0))
     first, second = trainer.net.blocks[0], trainer.net.blocks[1]
@@ -105,7 +105,7 @@ def test_the_locality_check_sees_a_leak_through_image_layers(tmp_path):
 def test_training_is_reproducible_from_the_seed(tmp_path):
     data = tiny_splits(tmp_path)
     config = tiny_config("ff-unsupervised-small", tmp_path, *LOCAL)
-    first, second = make_trainer(config, data), make_trainer(config, data)
+    first, second = Trainer(config, data), Trainer(config, data)
     first.train_epoch()
     second.train_epoch()
     for a, b in zip(first.net.state_dict().values(), second.net.state_dict().values()):
@@ -116,7 +116,7 @@ def test_channelwise_conv_ff_learns_textures():
     """Each class owns a channel group; a few epochs on oriented gratings take the summed goodness far above chance."""
     data = grating_splits(noise=0.5)
     config = load_config("ff-conv", [*CONV, "train.epochs=5", "data.batch_size=50", "optim.lr=0.01", "logging.progress=false"])
-    trainer = make_trainer(config, data)
+    trainer = Trainer(config, data)
     before = classify(trainer.method, trainer.net, data.test_x, data.test_y, 500)
     for _ in range(config.train.epochs):
         trainer.train_epoch()
@@ -126,7 +126,7 @@ def test_channelwise_conv_ff_learns_textures():
 
 def test_supervised_ff_trains_image_layers(tmp_path):
     data = tiny_splits(tmp_path)
-    trainer = make_trainer(tiny_config("ff-supervised-small", tmp_path, *CONV, "method.goodness_over=position", "model.norm_over=position"), data)
+    trainer = Trainer(tiny_config("ff-supervised-small", tmp_path, *CONV, "method.goodness_over=position", "model.norm_over=position"), data)
     record = trainer.train_epoch()
     assert all(0 < block["loss"] < 10 for block in record["blocks"].values())
     scores = trainer.method.predict(trainer.net, data.val_x[:7])
@@ -137,7 +137,7 @@ def test_supervised_ff_trains_image_layers(tmp_path):
 def test_presets_build_and_take_a_step(tmp_path, preset):
     data = tiny_splits(tmp_path)
     config = load_config(preset, ["data.name=mnist", f"data.dir={tmp_path}", "data.download=false", "data.batch_size=20"])
-    trainer = make_trainer(config, data)
+    trainer = Trainer(config, data)
     x, y, index = next(iter(trainer.batcher.batches(0)))
     metrics = train_step(trainer.net, trainer.optimizers, trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0)))
     assert len(metrics) == len(trainer.net.blocks) and all(torch.isfinite(m["loss"]) for m in metrics)
