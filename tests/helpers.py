@@ -85,13 +85,6 @@ def grating_splits(n_train: int = 1000, n_test: int = 500, size: int = 16, noise
     return DataSplits(train_x, train_y, val_x, val_y, test_x, test_y, classes, (1, size, size), 0.0, 1.0, -1.0, 1.0)
 
 
-def make_trainer(config, data):
-    """`Trainer(config, data)`: kept for tests written while the engine could not build image backbones."""
-    from locallearn.engine import Trainer
-
-    return Trainer(config, data)
-
-
 def gradient_leaks(trainer, views) -> list[tuple[int, int]]:
     """(owner block, loss block) of every gradient one training step sends to a parameter outside the block whose loss made it."""
     from locallearn.engine import train_step

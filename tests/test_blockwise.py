@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import gradient_leaks, make_trainer, prototype_splits
+from helpers import gradient_leaks, prototype_splits
 from locallearn.checkpoint import load_checkpoint, save_checkpoint
 from locallearn.config import load_config
 from locallearn.data import DataSplits
-from locallearn.engine import epoch_generator, train_step
+from locallearn.engine import Trainer, epoch_generator, train_step
 from locallearn.evaluate import linear_probes
 from locallearn.nn.network import group_layers
 from locallearn.nn.noise import ActivityNoise
@@ -79,7 +79,7 @@ def test_residual_branches_start_at_zero():
 
 @pytest.mark.parametrize("granularity, sizes", [("layer", [1, 1, 1, 1]), ("block:4", [1, 1, 1, 1]), ("block:2", [2, 2]), ("end-to-end", [4])])
 def test_a_resnet_splits_into_its_stages(data, granularity, sizes):
-    trainer = make_trainer(config("blockwise-barlow", "model.arch=resnet18", "model.width=4", f"train.granularity={granularity}"), data)
+    trainer = Trainer(config("blockwise-barlow", "model.arch=resnet18", "model.width=4", f"train.granularity={granularity}"), data)
     assert [len(b.layers) for b in trainer.net.blocks] == sizes
     assert trainer.net.blocks[-1].out_features == 32
 
@@ -101,12 +101,12 @@ def test_a_resnet_splits_into_its_stages(data, granularity, sizes):
     ],
 )
 def test_no_loss_reaches_a_parameter_outside_its_block(data, preset, overrides):
-    trainer = make_trainer(config(preset, *overrides), data)
+    trainer = Trainer(config(preset, *overrides), data)
     assert gradient_leaks(trainer, first_views(trainer)) == []
 
 
 def test_the_locality_check_sees_a_leak_through_a_conv_backbone(data):
-    trainer = make_trainer(config("blockwise-barlow", *TINY_VGG, "train.granularity=layer"), data)
+    trainer = Trainer(config("blockwise-barlow", *TINY_VGG, "train.granularity=layer"), data)
     views = first_views(trainer)
     first, second = trainer.net.blocks[0], trainer.net.blocks[1]
     second.objective(second(first(views.inputs)), views)[0].backward()  # no cut in between
@@ -123,7 +123,7 @@ def assert_same_weights(block, reference) -> None:
 
 
 def test_end_to_end_cross_entropy_on_a_cnn_is_plain_backprop(data):
-    trainer = make_trainer(sgd("e2e-supervised"), data)
+    trainer = Trainer(sgd("e2e-supervised"), data)
     assert len(trainer.net.blocks) == 1
     reference = copy.deepcopy(trainer.net.blocks[0])
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
@@ -137,7 +137,7 @@ def test_end_to_end_cross_entropy_on_a_cnn_is_plain_backprop(data):
 
 
 def test_end_to_end_barlow_twins_is_plain_backprop_of_the_loss(data):
-    trainer = make_trainer(sgd("e2e-barlow"), data)
+    trainer = Trainer(sgd("e2e-barlow"), data)
     reference = copy.deepcopy(trainer.net.blocks[0])
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
     generator = epoch_generator(trainer.config.train.seed, 0, torch.device("cpu"))
@@ -179,10 +179,10 @@ def test_activity_noise_is_scaled_reproducible_and_off_in_eval():
 def test_stop_inside_an_epoch_and_resume_is_exact_with_views_and_noise(tmp_path, data):
     """Augmented views come from the epoch generator and the noise stream from the weights: a resumed run is bit-exact."""
     run = config("blockwise-vicreg", *TINY_VGG, "train.granularity=block:2", "model.activity_noise=0.25", "train.epochs=2")
-    reference = make_trainer(run, data)
+    reference = Trainer(run, data)
     for _ in range(2):
         reference.train_epoch()
-    first = make_trainer(run, data)
+    first = Trainer(run, data)
     first.train_epoch()
 
     def stop_at_step_2(step, total, sums):
@@ -190,7 +190,7 @@ def test_stop_inside_an_epoch_and_resume_is_exact_with_views_and_noise(tmp_path,
 
     assert first.train_epoch(progress=stop_at_step_2) is None
     save_checkpoint(tmp_path, first, {})
-    resumed = make_trainer(run, data)
+    resumed = Trainer(run, data)
     load_checkpoint(tmp_path, resumed)
     resumed.train_epoch()
     for (name, mine), theirs in zip(resumed.net.state_dict().items(), reference.net.state_dict().values()):
@@ -198,7 +198,7 @@ def test_stop_inside_an_epoch_and_resume_is_exact_with_views_and_noise(tmp_path,
 
 
 def test_features_are_globally_pooled_per_block(data):
-    trainer = make_trainer(config("blockwise-barlow", *TINY_VGG, "train.granularity=layer"), data)
+    trainer = Trainer(config("blockwise-barlow", *TINY_VGG, "train.granularity=layer"), data)
     features = trainer.method.features(trainer.net, data.test_x[:5])
     assert [tuple(f.shape) for f in features] == [(5, 4), (5, 8), (5, 8)]
     assert trainer.method.predict(trainer.net, data.test_x[:5]) == {}
@@ -210,7 +210,7 @@ def test_imagenet_recipe_builds_and_trains_on_tiny_inputs():
     x, y = torch.randn(8, 3, 64, 64, generator=g), torch.randint(0, 10, (8,), generator=g)
     images = DataSplits(x, y, x[:0], y[:0], x[:2], y[:2], 10, (3, 64, 64), 0.0, 1.0, -2.0, 2.0)
     recipe = load_config("blockwise-barlow-imagenet", ["data.batch_size=4", "model.width=2", "method.expand=16", "method.projector=[32,32,32]"])
-    trainer = make_trainer(recipe, images)
+    trainer = Trainer(recipe, images)
     assert [b.out_features for b in trainer.net.blocks] == [8, 16, 32, 64]
     before = copy.deepcopy(trainer.net.state_dict())
     record = trainer.train_epoch()  # two steps
@@ -228,7 +228,7 @@ def test_a_tiny_blockwise_ssl_run_beats_random_weights():
         "data.batch_size=100", "optim.lr=0.003", "method.projector=[64,64]", "method.probe_pool=2",
         "method.augment={crop_scale: 1.0, crop_ratio: 1.0, flip: 0.0, jitter: 0.0, noise: 0.5}",
     )
-    trainer = make_trainer(run, noisy)
+    trainer = Trainer(run, noisy)
 
     def last_probe() -> float:
         return linear_probes(trainer.method, trainer.net, noisy, [1], epochs=10, lr=1e-2, seed=0, batch_size=300)["layer2"]["test"]

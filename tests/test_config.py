@@ -8,12 +8,13 @@ from hypothesis import strategies as st
 
 from locallearn.config import load_config, parse_override, preset_names
 from locallearn.errors import UsageError
+from locallearn.methods import METHODS
 
 
 def test_every_preset_validates():
     for name in preset_names():
         config = load_config(name)
-        assert config.method.name in ("ff-supervised", "backprop")
+        assert config.method.name in METHODS
 
 
 def test_overrides_are_yaml_and_dotted():
@@ -38,7 +39,7 @@ def test_overrides_are_yaml_and_dotted():
         ("train.granularity=blocks", "must be 'layer', 'end-to-end' or 'block:K'"),
         ("model.hidden=[10,-1]", "invalid value for 'model.hidden'"),
         ("method.negatives=random", "invalid value for 'method.negatives'"),
-        ("method.name=nope", "unknown method 'nope'; valid methods: backprop, ff-supervised"),
+        ("method.name=nope", "unknown method 'nope'; valid methods: backprop, blockwise-ssl, ff-channelwise"),
         ("train.epochs.x=1", "'train.epochs' is a value, not a section"),
         ("justtext", "bad override 'justtext'"),
         ("a=[unclosed", "not valid YAML"),

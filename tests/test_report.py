@@ -17,7 +17,7 @@ def test_report_of_one_run_and_a_comparison(tmp_path, capsys):
 
     assert main(["report", str(tmp_path / "ff")]) == 0
     run = tmp_path / "ff"
-    for png in ("learning_curves", "goodness", "probe_by_depth"):
+    for png in ("learning_curves", "goodness", "probe_by_depth", "receptive_fields", "goodness_histograms"):
         assert (run / "plots" / f"{png}.png").read_bytes().startswith(PNG)
     md = (run / "report.md").read_text()
     assert "| ff | ff-supervised | layer | mnist | 2 |" in md and "plots/goodness.png" in md

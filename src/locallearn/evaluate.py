@@ -33,7 +33,7 @@ def classify(method: Method, net: LocalNet, x: torch.Tensor, y: torch.Tensor, ba
 def block_features(method: Method, net: LocalNet, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Each block's probe features for all of `x`, computed in batches."""
     net.eval()
-    chunks = [method.features(net, x[start : start + batch_size]) for start in range(0, x.shape[0], batch_size)]
+    chunks = [method.features(net, x[start : start + batch_size]) for start in range(0, max(x.shape[0], 1), batch_size)]
     return [torch.cat(parts) for parts in zip(*chunks)]
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -109,6 +110,56 @@ def plot_probe_by_depth(runs: list[Run], path: Path) -> bool:
     return True
 
 
+def model_pictures(run: Run, plots: Path) -> list[tuple[str, str]]:
+    """Pictures that need the trained model and its data: receptive fields, negatives, goodness histograms.
+
+    Skipped (an empty list) when the run has no checkpoint or its data is not on this machine.
+    """
+    from locallearn.errors import LocalLearnError
+    from locallearn.pictures import save_hybrid_examples, save_receptive_fields
+    from locallearn.run import restore_run
+
+    try:
+        trainer = restore_run(run.folder)
+    except LocalLearnError:
+        return []
+    data, figures = trainer.data, []
+    try:
+        save_receptive_fields(plots / "receptive_fields.png", trainer.net.blocks[0].layers[0], tuple(data.image_shape))
+        figures.append(("First-layer receptive fields", "plots/receptive_fields.png"))
+    except ValueError:
+        pass  # a first layer without a plain linear map to show
+    generator = torch.Generator(device=data.val_x.device).manual_seed(0)
+    if getattr(trainer.method.options, "negatives", None) == "hybrid":
+        save_hybrid_examples(plots / "hybrid_negatives.png", data.val_x[:6], generator, trainer.method.options.blurs)
+        figures.append(("Hybrid negatives (image, partner, mask, hybrid)", "plots/hybrid_negatives.png"))
+    if plot_goodness_histograms(trainer, plots / "goodness_histograms.png", generator):
+        figures.append(("Goodness of validation positives vs negatives per block, at the end", "plots/goodness_histograms.png"))
+    return figures
+
+
+@torch.no_grad()
+def plot_goodness_histograms(trainer, path: Path, generator: torch.Generator) -> bool:
+    """Histograms of each block's goodness on validation positives and the method's negatives (FF methods)."""
+    data, net = trainer.data, trainer.net
+    count = min(1000, data.val_x.shape[0])
+    if count == 0 or not hasattr(net.blocks[0].objective, "goodness_kind"):
+        return False
+    views = trainer.method.make_views(data.val_x[:count], data.val_y[:count], torch.arange(count), generator)
+    if views.num_positive == views.inputs.shape[0]:
+        return False
+    outputs = net.forward_blocks(views.inputs)
+    fig, axes = plt.subplots(1, len(outputs), figsize=(3.2 * len(outputs), 3), squeeze=False)
+    for ax, block, out in zip(axes[0], net.blocks, outputs):
+        g = block.objective.score(out).cpu()
+        ax.hist(g[: views.num_positive].numpy(), bins=40, alpha=0.6, label="positives")
+        ax.hist(g[views.num_positive :].numpy(), bins=40, alpha=0.6, label="negatives")
+        ax.set(title=block.name, xlabel="goodness")
+    axes[0][0].legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
 COLUMNS = ["run", "method", "granularity", "dataset", "epochs", "test acc %", "val acc %", "probe acc % per block", "train time", "samples/s", "peak RSS MB"]
 
 
@@ -136,6 +187,8 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
             figures.append((f"Goodness of positives vs negatives ({run.name})", f"plots/{name}"))
     if plot_probe_by_depth(runs, plots / "probe_by_depth.png"):
         figures.append(("Linear probe accuracy by depth", "plots/probe_by_depth.png"))
+    if len(runs) == 1:
+        figures += model_pictures(runs[0], plots)
     rows = [table_row(run) for run in runs]
     title = f"locallearn report: {runs[0].name}" if len(runs) == 1 else f"locallearn comparison of {len(runs)} runs"
     md = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]

@@ -278,8 +278,8 @@ class TensorBoardLogger:
         self.writer.flush()
 
 
-def evaluate_run(out: Path) -> dict:
-    """Rebuild a saved run from its folder, load its last checkpoint and evaluate it again."""
+def restore_run(out: Path) -> Trainer:
+    """The trainer of a saved run, rebuilt from its config and data and loaded from its last checkpoint."""
     out = Path(out)
     if not (out / "config.yaml").is_file():
         raise RunError(f"{out} is not a run folder (no config.yaml)")
@@ -289,7 +289,13 @@ def evaluate_run(out: Path) -> dict:
     data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download).to(device)
     trainer = Trainer(config, data, device)
     load_checkpoint(out, trainer)
-    results, per_block = evaluate_final(trainer, config)
+    return trainer
+
+
+def evaluate_run(out: Path) -> dict:
+    """Evaluate a saved run again (its last checkpoint) and write `eval.json`."""
+    trainer = restore_run(out)
+    results, per_block = evaluate_final(trainer, trainer.config)
     report = {"run": str(out), "epoch": trainer.epoch, **results, "per_block": per_block}
-    write_json_atomic(out / "eval.json", report)
+    write_json_atomic(Path(out) / "eval.json", report)
     return report
