@@ -13,9 +13,8 @@ from helpers import gradient_leaks, prototype_splits
 from locallearn.checkpoint import load_checkpoint, save_checkpoint
 from locallearn.config import load_config
 from locallearn.data import DataSplits
-from locallearn.engine import Trainer, epoch_generator, train_step
+from locallearn.engine import Trainer, epoch_generator
 from locallearn.evaluate import linear_probes
-from locallearn.nn.network import group_layers
 from locallearn.nn.noise import ActivityNoise
 from locallearn.nn.resnet import Residual, resnet_stages
 from locallearn.objectives.ssl import barlow_twins_terms

@@ -8,13 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import tiny_config, tiny_dataset_folder, tiny_splits
+from helpers import gradient_leaks, tiny_config, tiny_splits
 from locallearn.engine import Trainer, lr_factor, train_step
 from locallearn.nn.network import group_layers
-
-
-def owner_of_parameters(trainer: Trainer) -> dict[int, int]:
-    return {id(p): i for i, block in enumerate(trainer.net.blocks) for p in block.parameters()}
 
 
 @pytest.mark.parametrize(
@@ -25,24 +21,9 @@ def test_no_loss_reaches_a_parameter_outside_its_block(tmp_path, preset, granula
     """Every gradient that any block's loss produces lands on that block's own parameters."""
     data = tiny_splits(tmp_path)
     trainer = Trainer(tiny_config(preset, tmp_path, f"train.granularity={granularity}"), data)
-    owner = owner_of_parameters(trainer)
-    current = {"block": None}
-    leaks = []
-    for block_index, block in enumerate(trainer.net.blocks):
-        original = block.objective.forward
-
-        def tagged(out, views, _original=original, _index=block_index):
-            current["block"] = _index
-            return _original(out, views)
-
-        block.objective.forward = tagged
-    for param in trainer.net.parameters():
-        param.register_hook(lambda grad, _p=param: leaks.append((owner[id(_p)], current["block"])) if owner[id(_p)] != current["block"] else None)
     x, y, index = next(iter(trainer.batcher.batches(0)))
     views = trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0))
-    train_step(trainer.net, trainer.optimizers, views)
-    assert current["block"] == len(trainer.net.blocks) - 1
-    assert leaks == []
+    assert gradient_leaks(trainer, views) == []
 
 
 def test_locality_check_catches_a_leak(tmp_path):

@@ -52,7 +52,7 @@ def test_sigterm_checkpoints_mid_run_and_resume_matches(tmp_path):
     """A real process gets SIGTERM while training: it exits 143 with a checkpoint, and --resume finishes exactly."""
     data_dir = tiny_dataset_folder(tmp_path)
     args = ["ff-bench", "--data-dir", str(data_dir), "data.name=mnist", "data.val_size=100", "data.download=false",
-            "data.batch_size=10", "model.hidden=[128,128]", "train.epochs=30", "train.threads=1"]
+            "data.batch_size=10", "model.hidden=[128,128]", "train.epochs=12", "train.threads=1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "locallearn", "train"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
@@ -70,7 +70,7 @@ def test_sigterm_checkpoints_mid_run_and_resume_matches(tmp_path):
     resumed = subprocess.run([*cli, *args[:1], "--out", str(parts), "--resume", "--quiet"], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
 
-    a, b = load_file(whole / "checkpoint-0030.safetensors"), load_file(parts / "checkpoint-0030.safetensors")
+    a, b = load_file(whole / "checkpoint-0012.safetensors"), load_file(parts / "checkpoint-0012.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     read = lambda folder: [without_times(json.loads(l)) for l in (folder / "metrics.jsonl").read_text().splitlines()]
     assert read(whole) == read(parts)

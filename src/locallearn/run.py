@@ -12,9 +12,8 @@ import resource
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import yaml
