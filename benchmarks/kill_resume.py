@@ -33,6 +33,12 @@ def final_state(folder: Path):
     return load_file(folder / index["weights"]), [strip(r) for r in metrics]
 
 
+def started_training(folder: Path, since: float) -> bool:
+    """The attempt has loaded its data and checkpoint: it rewrote metrics.jsonl after `since`."""
+    metrics = folder / "metrics.jsonl"
+    return metrics.exists() and metrics.stat().st_mtime >= since
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
@@ -40,16 +46,20 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="kill-resume-"))
-    start = time.perf_counter()
     subprocess.run([*CLI, *ARGS, "--out", str(root / "whole")], check=True)
-    duration = time.perf_counter() - start
+    whole = json.loads((root / "whole" / "summary.json").read_text())
+    epoch_seconds = whole["seconds_per_epoch"]
     parts = root / "parts"
     kills = 0
     while kills < args.kills:
         resume = ["--resume"] if (parts / "checkpoint.json").exists() else []
+        started = time.time()
         proc = subprocess.Popen([*CLI, *ARGS, "--out", str(parts), *resume])
+        while proc.poll() is None and not started_training(parts, started):
+            time.sleep(0.01)
+        # Kill anywhere in the next three epochs: inside steps, evaluation, checkpoint and metrics writes.
         try:
-            proc.wait(timeout=rng.uniform(0.5, min(duration / 4, 8.0)))
+            proc.wait(timeout=rng.uniform(0.0, 3 * epoch_seconds))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -61,7 +71,8 @@ def main() -> None:
             break  # finished before the next kill: fewer kills than asked, said in the last line
         raise SystemExit(f"run exited with status {proc.returncode}")
     if not (parts / "summary.json").exists():
-        subprocess.run([*CLI, *ARGS, "--out", str(parts), "--resume"], check=True)
+        resume = ["--resume"] if (parts / "checkpoint.json").exists() else []
+        subprocess.run([*CLI, *ARGS, "--out", str(parts), *resume], check=True)
     (a, ma), (b, mb) = final_state(root / "whole"), final_state(parts)
     same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and ma == mb
     print(f"{kills} SIGKILLs, every resume finished; final weights and metrics equal to the uninterrupted run: {same}")

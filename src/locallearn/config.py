@@ -218,12 +218,12 @@ def _format_error(err: ValidationError, prefix: str, schema: type[BaseModel]) ->
     if first["type"] == "extra_forbidden":
         section = _schema_at(schema, loc[:-1])
         valid = sorted(section.model_fields) if section is not None else []
-        return f"unknown key '{key}'; valid keys here: {', '.join(valid)}"
+        return f"unknown key {key!r}; valid keys here: {', '.join(valid)}"
     if first["type"] == "missing":
-        return f"missing required key '{key}'"
+        return f"missing required key {key!r}"
     got = first.get("input")
     message = first["msg"].removeprefix("Value error, ")
-    return f"invalid value for '{key}': {message} (got {got!r})"
+    return f"invalid value for {key!r}: {message} (got {got!r})"
 
 
 def _schema_at(schema: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
