@@ -170,3 +170,22 @@ def test_divergence_stops_with_the_block_and_step_and_keeps_the_last_checkpoint(
     assert "the loss of block 'layer1'" in err and "at epoch 1, step" in err
     assert not (out / "summary.json").exists()
     assert not list(out.glob(".*.tmp"))
+
+
+def test_failures_change_no_file_outside_out(tmp_path, data_dir, capsys):
+    """Bad commands and failing runs leave every file outside --out as it was (and write no summary)."""
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for f in data_dir.iterdir():
+        (corrupt / f.name).write_bytes(f.read_bytes()[:-7])  # every file truncated
+
+    def snapshot():
+        return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file() and "out" not in p.parts}
+
+    before = snapshot()
+    out = tmp_path / "out"
+    for extra in (["--data-dir", str(corrupt)], ["train.epochs=-1"], ["--data-dir", str(data_dir), "optim.lr=1e12", "optim.name=sgd", "method.name=backprop"]):
+        assert main(["train", "ff-bench", "--out", str(out), "--quiet", *TINY, *extra]) in (1, 2)
+        one_line_error(capsys)
+    assert snapshot() == before
+    assert not (out / "summary.json").exists()
