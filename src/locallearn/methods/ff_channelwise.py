@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 
 from locallearn.methods.base import Method, MethodOptions
-from locallearn.methods.ff_common import probe_features
+from locallearn.methods.ff_common import block_and_summed_scores, probe_features
 from locallearn.nn.network import LocalNet
 from locallearn.objectives.competition import ChannelCompetitionLoss
 from locallearn.views.base import Views
@@ -38,10 +38,7 @@ class FFChannelwise(Method):
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
         per_block = [block.objective.score(out) for block, out in zip(net.blocks, net.forward_blocks(x))]
-        used = per_block[1:] if self.options.skip_first and len(per_block) > 1 else per_block
-        scores = {block.name: s for block, s in zip(net.blocks, per_block)}
-        scores["goodness"] = torch.stack(used).sum(dim=0)
-        return scores
+        return block_and_summed_scores(net, per_block, self.options.skip_first)
 
     def features(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
         return probe_features(net.forward_blocks(x), self.options.probe_pool)

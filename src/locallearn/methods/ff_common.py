@@ -40,3 +40,11 @@ def ff_objective(o: FFOptions, width: int) -> FFGoodnessLoss:
 def probe_features(outputs: list[torch.Tensor], pool: int) -> list[torch.Tensor]:
     """Each block's output as (B, F) features: spatial outputs average-pooled to at most `pool` x `pool`, then RMS-normalised."""
     return [FEATURE_NORM(flat_features(out, pool)) for out in outputs]
+
+
+def block_and_summed_scores(net, per_block: list[torch.Tensor], skip_first: bool) -> dict[str, torch.Tensor]:
+    """Each block's (B, C) scores by name, and "goodness": their sum (without the first block if `skip_first`)."""
+    used = per_block[1:] if skip_first and len(per_block) > 1 else per_block
+    scores = {block.name: s for block, s in zip(net.blocks, per_block)}
+    scores["goodness"] = torch.stack(used).sum(dim=0)
+    return scores

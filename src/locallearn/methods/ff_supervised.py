@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 
 from locallearn.methods.base import Method
-from locallearn.methods.ff_common import FFOptions, ff_objective, probe_features
+from locallearn.methods.ff_common import FFOptions, block_and_summed_scores, ff_objective, probe_features
 from locallearn.nn.network import LocalNet
 from locallearn.objectives.goodness import FFGoodnessLoss
 from locallearn.views.base import Views
@@ -70,10 +70,7 @@ class FFSupervised(Method):
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
         per_block = self.goodness_per_label(net, x)
-        used = per_block[1:] if self.options.skip_first and len(per_block) > 1 else per_block
-        scores = {block.name: g for block, g in zip(net.blocks, per_block)}
-        scores["goodness"] = torch.stack(used).sum(dim=0)
-        return scores
+        return block_and_summed_scores(net, per_block, self.options.skip_first)
 
     def features(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
         """Normalised activities of each block for the image with a neutral label (the paper's readout input)."""
