@@ -40,7 +40,7 @@ def main() -> None:
 
     def steps():
         for v in views:
-            train_step(trainer.net, trainer.optimizers, v)
+            train_step(trainer.net.blocks, trainer.optimizers, v)
 
     steps()
     v, s = best_ms_per_step(make_views, len(batches)), best_ms_per_step(steps, len(batches))

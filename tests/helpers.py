@@ -102,6 +102,6 @@ def gradient_leaks(trainer, views) -> list[tuple[int, int]]:
         block.objective.forward = tagged
     for param in trainer.net.parameters():
         param.register_hook(lambda grad, _p=param: leaks.append((owner[id(_p)], current["block"])) if owner[id(_p)] != current["block"] else None)
-    train_step(trainer.net, trainer.optimizers, views)
+    train_step(trainer.net.blocks, trainer.optimizers, views)
     assert current["block"] == len(trainer.net.blocks) - 1
     return leaks

@@ -13,7 +13,7 @@ from helpers import gradient_leaks, prototype_splits
 from locallearn.checkpoint import load_checkpoint, save_checkpoint
 from locallearn.config import load_config
 from locallearn.data import DataSplits
-from locallearn.engine import Trainer, epoch_generator
+from locallearn.engine import Trainer
 from locallearn.evaluate import linear_probes
 from locallearn.nn.noise import ActivityNoise
 from locallearn.nn.resnet import Residual, resnet_stages
@@ -139,10 +139,9 @@ def test_end_to_end_barlow_twins_is_plain_backprop_of_the_loss(data):
     trainer = Trainer(sgd("e2e-barlow"), data)
     reference = copy.deepcopy(trainer.net.blocks[0])
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
-    generator = epoch_generator(trainer.config.train.seed, 0, torch.device("cpu"))
     lambd = trainer.config.method.lambd
-    for x, _, _ in trainer.batcher.batches(0):
-        v1, v2 = two_views(x, trainer.method.options.augment, data.pixel_low, data.pixel_high, generator)
+    for step, (x, _, _) in enumerate(trainer.batcher.batches(0)):
+        v1, v2 = two_views(x, trainer.method.options.augment, data.pixel_low, data.pixel_high, trainer.step_generator(step))
         z = reference.objective.head(reference.layers(torch.cat([v1, v2])))
         on, off = barlow_twins_terms(z[: x.shape[0]], z[x.shape[0] :])
         optimizer.zero_grad()

@@ -503,7 +503,7 @@ def test_load_dataset_bad_sizes(mnist_folder: Path, kwargs: dict, message: str) 
 
 
 def test_load_dataset_names() -> None:
-    with pytest.raises(UsageError, match="imagefolder is not implemented yet"):
+    with pytest.raises(UsageError, match="data.name=imagefolder needs data.dir"):
         load_dataset("imagefolder")
-    with pytest.raises(UsageError, match="unknown dataset 'svhn'; valid: mnist, fashion-mnist, cifar10"):
+    with pytest.raises(UsageError, match="unknown dataset 'svhn'; valid: mnist, fashion-mnist, cifar10, imagefolder"):
         load_dataset("svhn")

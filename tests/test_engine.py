@@ -62,7 +62,7 @@ def test_training_changes_only_through_optimizers_of_each_block(tmp_path):
     trainer = Trainer(tiny_config("ff-bench", tmp_path), data)
     before = [copy.deepcopy(b.state_dict()) for b in trainer.net.blocks]
     x, y, index = next(iter(trainer.batcher.batches(0)))
-    train_step(trainer.net, trainer.optimizers, trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0)))
+    train_step(trainer.net.blocks, trainer.optimizers, trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0)))
     for block, old in zip(trainer.net.blocks, before):
         assert any(not torch.equal(v, old[k]) for k, v in block.state_dict().items())
 

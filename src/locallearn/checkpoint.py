@@ -68,7 +68,6 @@ def save_checkpoint(folder: Path, trainer, extra: dict[str, Any]) -> Path:
     partial = trainer.partial
     name = f"checkpoint-{trainer.epoch:04d}"
     if partial is not None:
-        tensors["partial.generator_state"] = partial.generator_state
         name += f"-step{partial.step:06d}"
     weights = folder / f"{name}.safetensors"
     write_atomic(weights, lambda tmp: save_file(tensors, tmp))
@@ -123,6 +122,5 @@ def load_checkpoint(folder: Path, trainer) -> dict[str, Any]:
         sums=[{k: torch.tensor(v) for k, v in s.items()} for s in partial["sums"]],
         step=partial["step"],
         seconds=partial["seconds"],
-        generator_state=tensors["partial.generator_state"],
     )
     return index

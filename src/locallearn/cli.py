@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,8 +58,12 @@ def cmd_train(args) -> int:
         config = resume_config(args.out, preset, overrides)
     else:
         config = load_config(args.preset, overrides)
+    if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("under torchrun give --out RUN_DIR: every rank must use the same run folder")
     out = args.out or Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = train(config, preset, out, resume=args.resume)
+    if summary is None:  # a rank other than 0: rank 0 reports
+        return 0
     print(f"test_accuracy={summary['test_accuracy']:.4f} val_accuracy={summary['val_accuracy']} "
           f"train_seconds={summary['train_seconds']:.1f} run={out}")
     return 0

@@ -50,6 +50,8 @@ class DataConfig(Section):
     val_size: int = Field(5000, ge=0)
     normalize: bool = True
     download: bool = True
+    image_size: int = Field(224, gt=0)
+    workers: int = Field(4, ge=0)
 
 
 class ModelConfig(Section):
@@ -115,6 +117,9 @@ class TrainConfig(Section):
     threads: Optional[int] = Field(None, gt=0)
     device: str = "auto"
     eval_every: int = Field(1, ge=0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
     @field_validator("granularity")
     @classmethod
@@ -147,6 +152,24 @@ class EvalConfig(Section):
     knn: bool = True
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)
+    feature_train_size: Optional[int] = Field(None, gt=0)  # training examples (a fixed subset) for probes and kNN; None = all
+
+
+class DistributedConfig(Section):
+    """How several processes (launched by torchrun) or devices share the work.
+
+    `data`: every rank holds the whole network and trains on its shard of each batch, and
+    each block's gradients are averaged across ranks (DistributedDataParallel per block).
+    `pipeline`: the blocks are split over the ranks (or over `devices` in one process);
+    each rank trains its blocks on the activations the rank before it sends, and sends
+    its detached output on through a queue of at most `queue_depth` batches.
+    """
+
+    mode: Literal["data", "pipeline"] = "data"
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    queue_depth: int = Field(2, gt=0)
+    devices: Optional[list[str]] = None
+    timeout_s: int = Field(1800, gt=0)
 
 
 class LoggingConfig(Section):
@@ -169,6 +192,7 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,12 +13,16 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from locallearn import methods
 from locallearn.config import Config
-from locallearn.data.batcher import Batcher
+from locallearn.data import train_batches
+from locallearn.distributed.context import DistContext
+from locallearn.distributed.links import LocalLink, OnDevice, PipelineLink, gather_to_main, stage_bounds
 from locallearn.errors import RunError
 from locallearn.methods.base import DataInfo, Method
 from locallearn.nn.backbones import build_backbone
@@ -30,29 +34,35 @@ class Divergence(RunError):
     """A local loss became NaN or infinite."""
 
 
-def train_step(net: LocalNet, optimizers: list[torch.optim.Optimizer], views: Views) -> list[dict[str, torch.Tensor]]:
-    """One step of local learning over all blocks; returns each block's metrics."""
+def train_step(blocks, optimizers: list[torch.optim.Optimizer], views: Views, precision: str = "fp32") -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+    """One step of local learning over `blocks`; returns each block's metrics and the last block's detached output.
+
+    A block called with the views returns its output, its local loss and metrics; the
+    blocks may be wrapped (DistributedDataParallel, a device placement) as long as they
+    keep that call. `precision="bf16"` runs forward and loss under bfloat16 autocast.
+    """
     h = views.inputs
     metrics, losses = [], []
-    for block, optimizer in zip(net.blocks, optimizers):
-        out = block(h)
-        loss, block_metrics = block.objective(out, views)
+    for block, optimizer in zip(blocks, optimizers):
+        with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out, loss, block_metrics = block(h, views)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         h = out.detach()  # the only cut: no gradient crosses a block boundary
         metrics.append(block_metrics)
-        losses.append(loss.detach())
-    check_finite(net, losses)
-    return metrics
+        losses.append(loss.detach().float())
+    check_finite(blocks, losses)
+    return metrics, h
 
 
-def check_finite(net: LocalNet, losses: list[torch.Tensor]) -> None:
+def check_finite(blocks, losses: list[torch.Tensor]) -> None:
     """Raise `Divergence` naming the first block whose loss is NaN or infinite (one device sync per step)."""
-    finite = torch.isfinite(torch.stack(losses))
+    finite = torch.isfinite(torch.stack([loss.to(losses[0].device) for loss in losses]))
     if not bool(finite.all()):
         index = int((~finite).nonzero()[0])
-        raise Divergence(f"the loss of block '{net.blocks[index].name}' (block {index + 1}) is {losses[index].item()}")
+        name = getattr(blocks[index], "name", None) or blocks[index].module.name
+        raise Divergence(f"the loss of block '{name}' is {losses[index].item()}")
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg) -> torch.optim.Optimizer:
@@ -76,8 +86,14 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg, total_steps: int) -> to
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """The random stream of one epoch's views: a pure function of (seed, epoch), so resume is exact."""
+    """The random stream of an epoch's start (e.g. hard negatives): a pure function of (seed, epoch), the same on every rank."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch + 1)
+
+
+def step_generator(seed: int, epoch: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The random stream of one step's views: a pure function of (seed, epoch, step, rank), so a resume at any step is exact."""
+    key = np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(key) >> 1)
 
 
 def block_name(granularity: str, index: int) -> str:
@@ -86,16 +102,21 @@ def block_name(granularity: str, index: int) -> str:
 
 @dataclass
 class EpochProgress:
-    """Where an unfinished epoch stands: steps done, metric sums, time spent, the views' random state."""
+    """Where an unfinished epoch stands: steps done, metric sums per block, time spent."""
 
     sums: list[dict]
     step: int = 0
     seconds: float = 0.0
-    generator_state: torch.Tensor | None = None
 
 
 class Trainer:
     """A network built from a config, its per-block optimizers and schedules, and its epoch loop.
+
+    `dist` places the process in a torchrun job (see `locallearn.distributed`): in data
+    parallel mode every rank trains every block on its shard of each batch, with each
+    block's gradients averaged (DistributedDataParallel per block); in pipeline mode this
+    rank trains only its stage of blocks. `distributed.devices` spreads the blocks of one
+    process over several devices instead.
 
     Example:
         >>> data = load_dataset("fashion-mnist", train_subset=5000)
@@ -104,10 +125,11 @@ class Trainer:
         ...     print(trainer.train_epoch())
     """
 
-    def __init__(self, config: Config, data, device: torch.device | str = "cpu"):
+    def __init__(self, config: Config, data, device: torch.device | str = "cpu", dist: DistContext | None = None):
         self.config = config
         self.data = data
         self.device = torch.device(device)
+        self.dist = dist or DistContext(mode=config.distributed.mode)
         method_cls = methods.get(config.method.name)
         info = DataInfo(data.num_classes, tuple(data.image_shape), data.pixel_low, data.pixel_high)
         self.method: Method = method_cls(method_cls.Options.model_validate(_method_keys(config)), info)
@@ -119,57 +141,93 @@ class Trainer:
             for i, group in enumerate(groups)
         ]
         self.net = LocalNet(blocks).to(self.device)
-        self.batcher = Batcher(data.train_x, data.train_y, config.data.batch_size, shuffle=True, seed=config.train.seed)
+        if config.train.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if config.train.compile:
+            for block in self.net.blocks:
+                block.layers.compile()
+        shard = self.dist.data_parallel
+        self.batcher = train_batches(data, config.data.batch_size, config.train.seed, self.dist.rank if shard else 0, self.dist.world if shard else 1)
         total_steps = config.train.epochs * len(self.batcher)
         self.optimizers = [make_optimizer(block.parameters(), config.optim) for block in self.net.blocks]
         self.schedules = [make_schedule(opt, config.optim, total_steps) for opt in self.optimizers]
+        self.own, self.steps, self.link = self._place_blocks()
         self.epoch = 0  # completed epochs
         self.partial: EpochProgress | None = None  # the unfinished epoch, if training stopped inside one
         self.stop_requested = False
+
+    def _place_blocks(self) -> tuple[range, list, LocalLink]:
+        """The blocks this process trains, the callables that train them, and the link that feeds them."""
+        blocks, d = self.net.blocks, self.config.distributed
+        if self.dist.pipeline:
+            own = range(*stage_bounds(len(blocks), self.dist.world)[self.dist.rank])
+            return own, [blocks[i] for i in own], PipelineLink(self, d.queue_depth)
+        own = range(len(blocks))
+        if self.dist.data_parallel:
+            ids = [self.device] if self.device.type == "cuda" else None
+            return own, [DistributedDataParallel(b, device_ids=ids) for b in blocks], LocalLink(self)
+        if d.devices:
+            devices = [torch.device(name) for name in d.devices]
+            stage_of = [k for k, (lo, hi) in enumerate(stage_bounds(len(blocks), len(devices))) for _ in range(lo, hi)]
+            for block, k in zip(blocks, stage_of):
+                block.to(devices[k])
+            return own, [OnDevice(b, devices[k]) for b, k in zip(blocks, stage_of)], LocalLink(self)
+        return own, list(blocks), LocalLink(self)
+
+    def step_generator(self, step: int) -> torch.Generator:
+        return step_generator(self.config.train.seed, self.epoch, step, self.dist.rank, self.device)
 
     def train_epoch(self, progress=None) -> dict | None:
         """Train (the rest of) one epoch; returns its mean metrics per block, learning rate and timing.
 
         If `stop_requested` becomes true, it stops after the current step and returns None;
         `partial` then holds where the epoch stands, so that a checkpoint can continue it exactly.
+        In pipeline mode the record and the whole network's state end up on rank 0.
         """
         self.net.train()
         start = time.perf_counter()
-        generator = epoch_generator(self.config.train.seed, self.epoch, self.device)
         part = self.partial
         if part is None:
-            self.method.start_epoch(self.net, self.epoch, self.data.train_x, self.data.train_y, generator, self.config.data.eval_batch_size)
+            if self.dist.rank == 0 or self.dist.data_parallel:
+                generator = epoch_generator(self.config.train.seed, self.epoch, self.device)
+                self.method.start_epoch(self.net, self.epoch, self.data.train_x, self.data.train_y, generator, self.config.data.eval_batch_size)
             part = EpochProgress(sums=[{} for _ in self.net.blocks])
-        else:
-            generator.set_state(part.generator_state)
-        for x, y, index in self.batcher.batches(self.epoch, first=part.step):
-            views = self.method.make_views(x, y, index, generator)
+        optimizers = [self.optimizers[i] for i in self.own]
+        stopped = False
+        for views in self.link.views(part.step):
+            if self.config.train.channels_last and views.inputs.dim() == 4:
+                views.inputs = views.inputs.contiguous(memory_format=torch.channels_last)
             try:
-                step_metrics = train_step(self.net, self.optimizers, views)
+                step_metrics, output = train_step(self.steps, optimizers, views, self.config.train.precision)
             except Divergence as err:
                 raise Divergence(f"{err} at epoch {self.epoch + 1}, step {part.step + 1}; lower optim.lr (the last checkpoint is kept)") from None
-            for totals, metrics in zip(part.sums, step_metrics):
+            for i, metrics in zip(self.own, step_metrics):
+                totals = part.sums[i]
                 for key, value in metrics.items():
                     totals[key] = totals.get(key, 0.0) + value
-            for schedule in self.schedules:
-                schedule.step()
+            for i in self.own:
+                self.schedules[i].step()
             part.step += 1
             if progress is not None:
                 progress(part.step, len(self.batcher), part.sums)
-            if self.stop_requested and part.step < len(self.batcher):
-                part.seconds += time.perf_counter() - start
-                part.generator_state = generator.get_state()
-                self.partial = part
-                return None
-        seconds = part.seconds + time.perf_counter() - start
+            stopped = self.link.after_step(output, views, self.stop_requested) and part.step < len(self.batcher)
+            if stopped:
+                break
+        self.link.flush()
+        if self.dist.pipeline:
+            gather_to_main(self, self.own, part.sums)
+        part.seconds += time.perf_counter() - start
+        if stopped:
+            self.partial = part
+            return None
         self.partial = None
         self.epoch += 1
         return {
             "epoch": self.epoch,
             "blocks": {b.name: {k: float(v) / part.step for k, v in s.items()} for b, s in zip(self.net.blocks, part.sums)},
             "lr": self.optimizers[0].param_groups[0]["lr"],
-            "epoch_seconds": seconds,
-            "samples_per_second": self.batcher.num_examples / seconds,
+            "epoch_seconds": part.seconds,
+            "samples_per_second": self.batcher.num_examples / part.seconds,
         }
 
 

@@ -4,9 +4,14 @@
 labels in one batched pass; for backprop: the heads). `linear_probes` trains a softmax
 classifier on frozen features of each block (and on the method's readout features), with
 no gradient into the network; it selects nothing on the test set.
+
+Each takes tensors, or batches streamed from any data (`data.eval_batches(split, ...)`,
+see `locallearn.data`), so that image folders too large for memory are evaluated the same way.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -16,35 +21,65 @@ from locallearn.methods.base import Method
 from locallearn.nn.network import LocalNet
 
 
-@torch.no_grad()
 def classify(method: Method, net: LocalNet, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, float]:
     """Accuracy (0..1) of every classifier of `method.predict` on (x, y)."""
-    net.eval()
-    correct: dict[str, torch.Tensor] = {}
-    for start in range(0, x.shape[0], batch_size):
-        scores = method.predict(net, x[start : start + batch_size])
-        target = y[start : start + batch_size]
-        for name, s in scores.items():
-            correct[name] = correct.get(name, 0) + (s.argmax(dim=1) == target).sum()
-    return {name: float(c) / max(x.shape[0], 1) for name, c in correct.items()}
+    return classify_batches(method, net, ((x[start : start + batch_size], y[start : start + batch_size]) for start in range(0, x.shape[0], batch_size)))
+
+
+def classify_split(method: Method, net: LocalNet, data, split: str, batch_size: int) -> dict[str, float]:
+    """Accuracy (0..1) of every classifier of `method.predict` on `split` of `data` (in memory or streamed)."""
+    return classify_batches(method, net, data.eval_batches(split, batch_size))
 
 
 @torch.no_grad()
+def classify_batches(method: Method, net: LocalNet, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Accuracy (0..1) of every classifier of `method.predict` over (x, y) batches.
+
+    A method without classifiers (`predict` gives {}) stops after the first batch: nothing
+    more is read or decoded.
+    """
+    net.eval()
+    correct: dict[str, torch.Tensor] = {}
+    total = 0
+    for x, target in batches:
+        if x.shape[0] == 0:
+            continue
+        scores = method.predict(net, x)
+        if not scores:
+            return {}
+        total += x.shape[0]
+        for name, s in scores.items():
+            correct[name] = correct.get(name, 0) + (s.argmax(dim=1) == target).sum()
+    return {name: float(c) / max(total, 1) for name, c in correct.items()}
+
+
 def block_features(method: Method, net: LocalNet, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Each block's probe features for all of `x`, computed in batches."""
+    return batch_features(method, net, (x[start : start + batch_size] for start in range(0, max(x.shape[0], 1), batch_size)))
+
+
+@torch.no_grad()
+def batch_features(method: Method, net: LocalNet, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Each block's probe features over image batches (at least one, maybe empty), concatenated."""
     net.eval()
-    chunks = [method.features(net, x[start : start + batch_size]) for start in range(0, max(x.shape[0], 1), batch_size)]
+    chunks = [method.features(net, x) for x in batches]
     return [torch.cat(parts) for parts in zip(*chunks)]
 
 
 class LinearProbe(nn.Module):
-    """Standardise features with training statistics, then a linear softmax classifier."""
+    """Standardise features with training statistics, then a linear softmax classifier.
+
+    It starts from zero weights (the problem is convex), so a probe depends only on the
+    features and the seed of its batch order: `locallearn eval` gives the run's numbers.
+    """
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, num_classes: int):
         super().__init__()
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         self.linear = nn.Linear(mean.shape[0], num_classes)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear((features - self.mean) / self.std)
@@ -73,18 +108,25 @@ def probe_accuracy(probe: LinearProbe, features: torch.Tensor, labels: torch.Ten
     return float((probe(features).argmax(1) == labels).float().mean())
 
 
-def split_features(method: Method, net: LocalNet, data, batch_size: int) -> dict[str, list[torch.Tensor]]:
-    """Per-block features of the train, val and test splits."""
-    return {split: block_features(method, net, getattr(data, f"{split}_x"), batch_size) for split in ("train", "val", "test")}
+def split_features(method: Method, net: LocalNet, data, batch_size: int, train_size: int | None = None) -> dict[str, list[torch.Tensor]]:
+    """Per-block features of the train, val and test splits; of train only its fixed subset of `train_size` examples (None: all).
+
+    The labels in the same order are `data.labels(split)` (`data.labels("train", train_size)`).
+    """
+    limits = {"train": train_size, "val": None, "test": None}
+    return {split: batch_features(method, net, (x for x, _ in data.eval_batches(split, batch_size, limit))) for split, limit in limits.items()}
 
 
 def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int], epochs: int, lr: float, seed: int, batch_size: int,
-                  features: dict[str, list[torch.Tensor]] | None = None) -> dict[str, dict[str, float]]:
+                  features: dict[str, list[torch.Tensor]] | None = None, train_size: int | None = None) -> dict[str, dict[str, float]]:
     """Val and test accuracy of a probe on each block, and of a readout on the concatenated `readout_blocks`.
 
-    `features` (from `split_features`) saves recomputing them when the caller has them already.
+    The probes train on the fixed subset of `train_size` training examples (None: all).
+    `features` (from `split_features` with the same `train_size`) saves recomputing them
+    when the caller has them already.
     """
-    features = features or split_features(method, net, data, batch_size)
+    features = features or split_features(method, net, data, batch_size, train_size)
+    labels = {"train": data.labels("train", train_size), "val": data.labels("val"), "test": data.labels("test")}
     names = [block.name for block in net.blocks]
     candidates = {name: [i] for i, name in enumerate(names)}
     if len(readout_blocks) > 1:
@@ -92,7 +134,7 @@ def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int]
     results = {}
     for name, blocks in candidates.items():
         pick = {split: torch.cat([feats[i] for i in blocks], dim=1) for split, feats in features.items()}
-        probe = fit_linear_probe(pick["train"], data.train_y, data.num_classes, epochs, lr, seed)
-        results[name] = {"val": probe_accuracy(probe, pick["val"], data.val_y), "test": probe_accuracy(probe, pick["test"], data.test_y)}
+        probe = fit_linear_probe(pick["train"], labels["train"], data.num_classes, epochs, lr, seed)
+        results[name] = {"val": probe_accuracy(probe, pick["val"], labels["val"]), "test": probe_accuracy(probe, pick["test"], labels["test"])}
     results.setdefault("readout", results[names[readout_blocks[0]]])
     return results

@@ -129,6 +129,8 @@ def model_pictures(run: Run, plots: Path) -> list[tuple[str, str]]:
         figures.append(("First-layer receptive fields", "plots/receptive_fields.png"))
     except ValueError:
         pass  # a first layer without a plain linear map to show
+    if getattr(data, "val_x", None) is None:
+        return figures  # streamed data (imagefolder): no validation images in memory to draw from
     generator = torch.Generator(device=data.val_x.device).manual_seed(0)
     if getattr(trainer.method.options, "negatives", None) == "hybrid":
         save_hybrid_examples(plots / "hybrid_negatives.png", data.val_x[:6], generator, trainer.method.options.blurs)

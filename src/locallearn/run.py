@@ -22,21 +22,13 @@ from locallearn.atomic import write_json_atomic, write_text_atomic
 from locallearn.checkpoint import load_checkpoint, read_index, save_checkpoint
 from locallearn.config import Config, apply_overrides, load_yaml, validate
 from locallearn.data import load_dataset
+from locallearn.distributed.context import DistContext, close_distributed, init_distributed, pick_device
 from locallearn.engine import Trainer
 from locallearn.errors import RunError, UsageError
-from locallearn.evaluate import classify, linear_probes, split_features
+from locallearn.evaluate import classify_split, linear_probes, split_features
 from locallearn.knn import knn_accuracy
 
 EpochCallback = Callable[[Trainer, dict], None]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"train.device={name} but no CUDA device is available; use train.device=cpu or auto")
-    return device
 
 
 def peak_rss_mb() -> float:
@@ -66,7 +58,7 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return diffs
 
 
-RESUMABLE_CHANGES = ("train.epochs", "data.dir", "logging.progress", "logging.tensorboard")
+RESUMABLE_CHANGES = ("train.epochs", "data.dir", "data.workers", "logging.progress", "logging.tensorboard")
 
 
 def resume_config(out: Path, preset: str, overrides: list[str]) -> Config:
@@ -97,7 +89,7 @@ class ProgressBar:
 
     def __call__(self, step: int, total: int, sums: list[dict]) -> None:
         if step % 10 == 0 or step == total:
-            self.bar.set_postfix({f"loss{i + 1}": f"{float(s['loss']) / step:.3f}" for i, s in enumerate(sums)}, refresh=False)
+            self.bar.set_postfix({f"loss{i + 1}": f"{float(s['loss']) / step:.3f}" for i, s in enumerate(sums) if "loss" in s}, refresh=False)
             self.bar.update(step * self.batch_size - self.bar.n)
 
     def close(self) -> None:
@@ -108,52 +100,75 @@ def evaluate_final(trainer: Trainer, config: Config) -> tuple[dict, list[dict]]:
     """Test and validation accuracy of every classifier, per-block linear probes and kNN, and the readout."""
     data, method, net = trainer.data, trainer.method, trainer.net
     batch = config.data.eval_batch_size
-    val = classify(method, net, data.val_x, data.val_y, batch) if data.val_x.shape[0] else {}
-    test = classify(method, net, data.test_x, data.test_y, batch)
+    val = classify_split(method, net, data, "val", batch) if data.split_size("val") else {}
+    test = classify_split(method, net, data, "test", batch)
     per_block = [{"name": b.name, "accuracy": test.get(b.name)} for b in net.blocks]
     result = {"val": val, "test": test}
     ev = config.eval
     if not (ev.probes or ev.knn):
         return result, per_block
-    features = split_features(method, net, data, batch)
+    features = split_features(method, net, data, batch, ev.feature_train_size)
     if ev.probes:
         readout = method.readout_blocks(len(net.blocks))
-        probes = linear_probes(method, net, data, readout, ev.probe_epochs, ev.probe_lr, config.train.seed, batch, features)
+        probes = linear_probes(method, net, data, readout, ev.probe_epochs, ev.probe_lr, config.train.seed, batch, features, ev.feature_train_size)
         for entry in per_block:
             entry["probe_accuracy"] = probes[entry["name"]]["test"]
             entry["probe_val_accuracy"] = probes[entry["name"]]["val"]
         result["readout"] = probes["readout"]
     if ev.knn:
+        train_y, test_y = data.labels("train", ev.feature_train_size), data.labels("test")
         for i, entry in enumerate(per_block):
-            entry["knn_accuracy"] = knn_accuracy(features["train"][i], data.train_y, features["test"][i], data.test_y, ev.knn_k, ev.knn_temperature)
+            entry["knn_accuracy"] = knn_accuracy(features["train"][i], train_y, features["test"][i], test_y, ev.knn_k, ev.knn_temperature)
     return result, per_block
 
 
-def train(config: Config, preset: str, out: Path, resume: bool = False, callbacks: list[EpochCallback] = ()) -> dict:
+def train(config: Config, preset: str, out: Path, resume: bool = False, callbacks: list[EpochCallback] = ()) -> dict | None:
     """Run (or, with `resume`, continue from its last checkpoint) a training run into folder `out`; returns the summary.
 
-    For a resume, `config` is the run's saved config (see `resume_config`).
+    For a resume, `config` is the run's saved config (see `resume_config`). Under torchrun
+    every rank calls this; rank 0 alone writes the folder, evaluates and returns the summary
+    (the other ranks return None). A rank that loses its peers ends with a one-line error.
     """
-    out = Path(out)
+    ctx, device = init_distributed(config.distributed, config.train.device)
+    try:
+        return _train(config, preset, Path(out), resume, callbacks, ctx, device)
+    except RuntimeError as err:
+        if ctx.world == 1:
+            raise
+        raise RunError(f"rank {ctx.rank} of {ctx.world}: lost contact with another rank, which probably failed or was killed "
+                       f"(see its own message above): {str(err).strip().splitlines()[0][:200]}") from None
+    finally:
+        close_distributed()
+
+
+def _train(config: Config, preset: str, out: Path, resume: bool, callbacks, ctx: DistContext, device: torch.device) -> dict | None:
     if not resume and (out / "checkpoint.json").exists():
         raise UsageError(f"{out} already holds a run; continue it with --resume or choose another --out")
-    prepare_out_dir(out)
+    if ctx.is_main:
+        prepare_out_dir(out)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    device = pick_device(config.train.device)
     c = config
-    data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download).to(device)
-    trainer = Trainer(config, data, device)
+    data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download,
+                        image_size=c.data.image_size, workers=c.data.workers).to(device)
+    trainer = Trainer(config, data, device, ctx)
     history: list[dict] = []
     if resume:
-        history = load_checkpoint(out, trainer)["history"]
-    else:
+        index = load_checkpoint(out, trainer)
+        history, ranks = index["history"], index.get("data_parallel_ranks", 1)
+        if ranks != data_parallel_ranks(trainer):
+            raise UsageError(f"--resume: the run in {out} was trained data-parallel on {ranks} rank(s) and this is "
+                             f"{data_parallel_ranks(trainer)}: the global batch would change; resume on {ranks}")
+    elif ctx.is_main:
         write_text_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-    logger = TensorBoardLogger(out) if config.logging.tensorboard else None
+    if ctx.is_main:
+        write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    logger = TensorBoardLogger(out) if config.logging.tensorboard and ctx.is_main else None
     with StopOnSignal(trainer) as stopper:
         while trainer.epoch < config.train.epochs:
             _train_one_epoch(trainer, config, preset, out, history, logger, callbacks, stopper)
+    if not ctx.is_main:
+        return None
     results, per_block = evaluate_final(trainer, config)
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"final": results}) + "\n")
@@ -162,21 +177,36 @@ def train(config: Config, preset: str, out: Path, resume: bool = False, callback
     return summary
 
 
+def data_parallel_ranks(trainer: Trainer) -> int:
+    """Ranks sharing each batch (1 unless data parallel): a resume must keep it, as it sets the global batch."""
+    return trainer.dist.world if trainer.dist.data_parallel else 1
+
+
 def _train_one_epoch(trainer, config, preset, out, history, logger, callbacks, stopper) -> None:
-    """Train an epoch (or the rest of one), validate, checkpoint, log; on a stop signal checkpoint mid-epoch and raise."""
-    bar = ProgressBar(config.logging.progress, trainer.epoch + 1, config.train.epochs, len(trainer.batcher), config.data.batch_size)
-    record = trainer.train_epoch(progress=bar)
+    """Train an epoch (or the rest of one), validate, checkpoint, log; on a stop signal checkpoint mid-epoch and raise.
+
+    Only the main rank validates and writes; the others go on to the next epoch.
+    """
+    main = trainer.dist.is_main
+    bar = ProgressBar(config.logging.progress and main, trainer.epoch + 1, config.train.epochs, len(trainer.batcher), config.data.batch_size * (trainer.dist.world if trainer.dist.data_parallel else 1))
+    record = trainer.train_epoch(progress=bar if main else None)
     bar.close()
     if record is None:
-        save_checkpoint(out, trainer, {"preset": preset, "history": history})
-        raise Interrupted(stopper.received, f"stopped by {stopper.received.name} at epoch {trainer.epoch + 1}, step {trainer.partial.step} of "
+        signum = stopper.received or signal.SIGTERM
+        if not main:
+            raise Interrupted(signum, f"rank {trainer.dist.rank}: stopped with the others at epoch {trainer.epoch + 1}, step {trainer.partial.step}")
+        save_checkpoint(out, trainer, {"preset": preset, "history": history, "data_parallel_ranks": data_parallel_ranks(trainer)})
+        how = f"stopped by {signum.name}" if stopper.received else "stopped because another rank was"
+        raise Interrupted(signum, f"{how} at epoch {trainer.epoch + 1}, step {trainer.partial.step} of "
                           f"{len(trainer.batcher)}; checkpoint saved, continue with: locallearn train {preset} --out {out} --resume")
+    if not main:
+        return
     data = trainer.data
     every = config.train.eval_every
-    if every and (trainer.epoch % every == 0 or trainer.epoch == config.train.epochs) and data.val_x.shape[0]:
-        record["val"] = classify(trainer.method, trainer.net, data.val_x, data.val_y, config.data.eval_batch_size)
+    if every and (trainer.epoch % every == 0 or trainer.epoch == config.train.epochs) and data.split_size("val"):
+        record["val"] = classify_split(trainer.method, trainer.net, data, "val", config.data.eval_batch_size)
     history.append(record)
-    save_checkpoint(out, trainer, {"preset": preset, "history": history})
+    save_checkpoint(out, trainer, {"preset": preset, "history": history, "data_parallel_ranks": data_parallel_ranks(trainer)})
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     if logger:
@@ -285,7 +315,8 @@ def restore_run(out: Path) -> Trainer:
     config = validate(load_yaml((out / "config.yaml").read_text()))
     device = pick_device(config.train.device)
     c = config
-    data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download).to(device)
+    data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download,
+                        image_size=c.data.image_size, workers=c.data.workers).to(device)
     trainer = Trainer(config, data, device)
     load_checkpoint(out, trainer)
     return trainer

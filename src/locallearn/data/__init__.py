@@ -1,13 +1,21 @@
-"""Datasets as normalised in-memory tensors: train / validation / test splits.
+"""Datasets: train / validation / test splits, in memory or streamed from an image folder.
 
 `load_dataset` finds the files (see `locallearn.data.locate`), reads and checks them,
 holds the LAST `val_size` official training examples out for validation (model
 selection never looks at the test set) and normalises with statistics of the
-training part only.
+training part only. `data.name=imagefolder` instead lists a folder of image files
+(ImageNet layout) whose images are decoded batch by batch (`locallearn.data.imagefolder`).
+
+Both kinds (`DataSplits`, `ImageFolderData`) offer what training and evaluation use:
+`num_classes`, `image_shape`, `pixel_low`, `pixel_high`, `to(device)`;
+`split_size(split)`, `labels(split, limit)` and `eval_batches(split, batch_size, limit)`
+for `split` in train / val / test (`limit`: a fixed subset of that many examples, the
+same for every seed); and `train_batches(data, ...)` below for the training batches.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -57,6 +65,35 @@ class DataSplits:
         moved = {name: getattr(self, name).to(device) for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
         return replace(self, **moved)
 
+    def split_size(self, split: str) -> int:
+        """Examples in `split` ('train', 'val' or 'test')."""
+        return getattr(self, f"{split}_y").shape[0]
+
+    def labels(self, split: str, limit: int | None = None) -> Tensor:
+        """Labels of `split` (of its fixed subset of `limit` examples), in `eval_batches` order."""
+        y = getattr(self, f"{split}_y")
+        subset = _subset(self.split_size(split), limit, y.device)
+        return y if subset is None else y.index_select(0, subset)
+
+    def eval_batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """(x, y) slices of `split` (of its fixed subset of `limit` examples) in order; at least one, maybe empty."""
+        x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+        subset = _subset(self.split_size(split), limit, y.device)
+        for start in range(0, max(x.shape[0] if subset is None else subset.shape[0], 1), batch_size):
+            if subset is None:
+                yield x[start : start + batch_size], y[start : start + batch_size]
+            else:
+                part = subset[start : start + batch_size]
+                yield x.index_select(0, part), y.index_select(0, part)
+
+
+def _subset(n: int, limit: int | None, device: torch.device) -> Tensor | None:
+    """The positions of `fixed_subset` as a tensor on `device` (None: all)."""
+    from locallearn.data.imagefolder import fixed_subset
+
+    subset = fixed_subset(n, limit)
+    return None if subset is None else torch.from_numpy(subset).to(device)
+
 
 def load_dataset(
     name: str,
@@ -65,13 +102,19 @@ def load_dataset(
     train_subset: int | None = None,
     normalize: bool = True,
     download: bool = True,
-) -> DataSplits:
-    """Load `name` ('mnist', 'fashion-mnist', 'cifar10') and split it.
+    image_size: int = 224,
+    workers: int = 4,
+):
+    """Load `name` ('mnist', 'fashion-mnist', 'cifar10', 'imagefolder') and split it.
 
     Validation is the last `val_size` examples of the official training set; training is
     the first `train_subset` of the rest (all when None). With `normalize`, one scalar
     mean and std are computed over the training part (after the split) in x/255 units;
     otherwise images are just x/255 (mean 0, std 1).
+
+    `imagefolder` (`data_dir` required) returns an `ImageFolderData` instead: its files
+    are listed and split now, and decoded at `image_size` by `workers` DataLoader
+    processes as batches are asked for (see `locallearn.data.imagefolder`).
     """
     # Imported here, not at the top: these modules import RawData from this package.
     from locallearn.data.cifar import load_cifar10
@@ -79,9 +122,11 @@ def load_dataset(
     from locallearn.data.mnist import load_idx_dataset
 
     if name == "imagefolder":
-        raise UsageError(f"data.name=imagefolder is not implemented yet; use one of {', '.join(DATASET_NAMES)}")
+        from locallearn.data.imagefolder import load_imagefolder
+
+        return load_imagefolder(data_dir, val_size, train_subset, image_size, workers, normalize)
     if name not in DATASET_NAMES:
-        raise UsageError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}, imagefolder (not implemented yet)")
+        raise UsageError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}, imagefolder")
     folder = find_dataset(name, data_dir, download)
     raw = load_cifar10(folder) if name == "cifar10" else load_idx_dataset(folder)
 
@@ -136,3 +181,15 @@ def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
         return mean, 1.0
     return mean, float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum()))
 
+
+
+def train_batches(data, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    """The training batch source of `data`: `len()` batches per epoch, `batches(epoch, first)` -> (x, y, index).
+
+    In-memory splits: a `Batcher`; an image folder: its `ImageFolderBatches` (same interface, same epoch order).
+    """
+    from locallearn.data.batcher import Batcher
+
+    if not isinstance(data, DataSplits) and hasattr(data, "train_batches"):
+        return data.train_batches(batch_size, seed, rank, world)
+    return Batcher(data.train_x, data.train_y, batch_size, shuffle=True, seed=seed, rank=rank, world=world)

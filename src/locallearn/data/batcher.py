@@ -16,6 +16,11 @@ class Batcher:
     is seeded afresh for each epoch, so a run resumed at epoch k sees exactly the
     batches it would have seen without stopping.
 
+    With `world` > 1 (data-parallel training), `batch_size` is per rank: the epoch is cut
+    into global batches of `world * batch_size` in the same order on every rank, and rank
+    `rank` serves its slice of each (`tensor_split`, so a short last batch is shared out
+    evenly; a last batch with fewer examples than ranks is dropped on every rank).
+
     Example::
 
         batcher = Batcher(train_x, train_y, batch_size=128, seed=0)
@@ -25,7 +30,8 @@ class Batcher:
     """
 
     def __init__(
-        self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = True, drop_last: bool = False, seed: int = 0
+        self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = True, drop_last: bool = False, seed: int = 0,
+        rank: int = 0, world: int = 1,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
@@ -35,18 +41,22 @@ class Batcher:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in 0..{world - 1}, got {rank}")
         self.x, self.y = x, y
-        self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.rank, self.world = rank, world
+        self.batch_size = batch_size * world  # the global batch
 
     def __len__(self) -> int:
         """Batches per epoch."""
         full, rest = divmod(len(self.x), self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return full + (1 if rest >= self.world and not self.drop_last else 0)
 
     @property
     def num_examples(self) -> int:
-        """Examples served per epoch."""
-        return len(self) * self.batch_size if self.drop_last else len(self.x)
+        """Examples served per epoch (over all ranks)."""
+        return min(len(self) * self.batch_size, len(self.x))
 
     def batches(self, epoch: int, first: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """The batches of epoch `epoch` (0-based), in that epoch's order, with the examples' positions.
@@ -58,11 +68,13 @@ class Batcher:
         order = self.epoch_order(epoch) if self.shuffle else None
         for start in range(first * self.batch_size, len(self) * self.batch_size, self.batch_size):
             stop = min(start + self.batch_size, len(self.x))
-            if order is None:
+            if order is None and self.world == 1:
                 yield self.x[start:stop], self.y[start:stop], torch.arange(start, stop, device=self.x.device)
-            else:
-                index = order[start:stop]
-                yield self.x.index_select(0, index), self.y.index_select(0, index), index
+                continue
+            index = order[start:stop] if order is not None else torch.arange(start, stop, device=self.x.device)
+            if self.world > 1:
+                index = index.tensor_split(self.world)[self.rank]
+            yield self.x.index_select(0, index), self.y.index_select(0, index), index
 
     def epoch_order(self, epoch: int) -> Tensor:
         """The permutation of epoch `epoch`, drawn on the CPU (same on every device) and moved to the data's device."""

@@ -61,7 +61,11 @@ class Method:
         raise NotImplementedError
 
     def start_epoch(self, net: LocalNet, epoch: int, train_x: torch.Tensor, train_y: torch.Tensor, generator: torch.Generator, batch_size: int) -> None:
-        """Called before each training epoch; methods with per-epoch state (hard negatives) refresh it here."""
+        """Called before each training epoch; methods with per-epoch state (hard negatives) refresh it here.
+
+        `train_x` is None when the training images are not in memory (`data.name=imagefolder`):
+        a method that needs them must raise a `UsageError` saying so.
+        """
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Class scores (B, C) of every classifier the method has: the whole net and each block."""

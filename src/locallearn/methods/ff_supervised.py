@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from locallearn.errors import UsageError
 from locallearn.methods.base import Method
 from locallearn.methods.ff_common import FFOptions, block_and_summed_scores, ff_objective, probe_features
 from locallearn.nn.network import LocalNet
@@ -55,6 +56,9 @@ class FFSupervised(Method):
     def start_epoch(self, net, epoch, train_x, train_y, generator, batch_size) -> None:
         if self.options.negatives != "hard" or epoch % self.options.hard_refresh_epochs:
             return
+        if train_x is None:
+            raise UsageError("method.negatives=hard scores the whole training set in memory, which this dataset (data.name=imagefolder) "
+                             "does not hold; use method.negatives=uniform")
         chunks = []
         for start in range(0, train_x.shape[0], batch_size):
             scores = self.predict(net, train_x[start : start + batch_size])["goodness"]

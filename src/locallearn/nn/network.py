@@ -36,7 +36,11 @@ def group_layers(layers: list[nn.Module], granularity: str) -> list[list[nn.Modu
 
 
 class Block(nn.Module):
-    """Consecutive layers trained together by one local objective with its own optimizer."""
+    """Consecutive layers trained together by one local objective with its own optimizer.
+
+    `block(x)` is the layers' output; `block(x, views)` also computes the local objective
+    and returns `(output, loss, metrics)`, one call that DistributedDataParallel can wrap.
+    """
 
     def __init__(self, name: str, layers: list[nn.Module], objective: nn.Module):
         super().__init__()
@@ -45,8 +49,12 @@ class Block(nn.Module):
         self.objective = objective
         self.out_features = layers[-1].out_features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+    def forward(self, x: torch.Tensor, views=None):
+        out = self.layers(x)
+        if views is None:
+            return out
+        loss, metrics = self.objective(out, views)
+        return out, loss, metrics
 
 
 class LocalNet(nn.Module):
