@@ -1,0 +1,66 @@
+"""The measuring helpers of benchmarks/ that the README's numbers rest on (small and CPU only).
+
+- memory_depth.SavedBytes: what one backward pass must keep alive does not grow with depth
+  when every layer is its own block, and grows in proportion to depth end to end.
+- gpu_check.step_flops and ff_speed.epoch_flops agree on the FLOPs of an FF step: forward
+  plus the weight gradient only, since every FF layer's input is detached.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from locallearn.config import load_config
+from locallearn.data import DataSplits
+from locallearn.engine import Trainer
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def random_splits(n: int, shape=(1, 8, 8)) -> DataSplits:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, *shape, generator=generator)
+    y = torch.randint(0, 10, (n,), generator=generator)
+    return DataSplits(train_x=x, train_y=y, val_x=x[:0], val_y=y[:0], test_x=x[:0], test_y=y[:0], num_classes=10,
+                      image_shape=shape, mean=0.0, std=1.0, pixel_low=-1.0, pixel_high=1.0)
+
+
+@pytest.mark.parametrize("granularity", ["layer", "end-to-end"])
+def test_saved_for_backward_by_depth(granularity):
+    memory_depth = load_benchmark("memory_depth")
+    saved = {}
+    for depth in (2, 6):
+        overrides = [f"model.hidden={[64] * depth}", f"train.granularity={granularity}", "data.batch_size=32", "logging.progress=false"]
+        trainer = Trainer(load_config("backprop-mlp", overrides), random_splits(32))
+        counter = memory_depth.SavedBytes(trainer.net)
+        with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
+            trainer.train_epoch()
+        per_block = counter.close()
+        assert len(per_block) == len(trainer.net.blocks)
+        saved[depth] = max(per_block)
+    if granularity == "layer":
+        assert saved[6] == pytest.approx(saved[2], rel=0.05)
+    else:
+        assert saved[6] > 2.5 * saved[2]
+
+
+def test_ff_step_flops_match_the_formula():
+    gpu_check, ff_speed = load_benchmark("gpu_check"), load_benchmark("ff_speed")
+    batch, hidden = 16, [32, 32, 32]
+    config = load_config("ff-bench", [f"model.hidden={hidden}", f"data.batch_size={batch}", "logging.progress=false"])
+    flops, dtypes = gpu_check.step_flops(config, (1, 8, 8), torch.device("cpu"))
+    assert dtypes == ["float32"]
+    assert flops == ff_speed.epoch_flops(batch, [64, *hidden])
