@@ -29,7 +29,7 @@ def test_overrides_are_yaml_and_dotted():
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("data.foo=1", "unknown key 'data.foo'; valid keys here: batch_size, dir, download"),
+        ("data.foo=1", "unknown key 'data.foo'; valid keys here: batch_size, crop_scale, dir, download"),
         ("nosuch.key=1", "unknown key 'nosuch'"),
         ("method.nonsense=1", "unknown key 'method.nonsense'; valid keys here: classifier"),
         ("train.epochs=abc", "invalid value for 'train.epochs'"),

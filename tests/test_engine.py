@@ -92,3 +92,30 @@ def test_schedule_reaches_zero_at_the_end_of_training(tmp_path):
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3)  # still constant at half-way
     trainer.train_epoch()
     assert all(opt.param_groups[0]["lr"] == 0.0 for opt in trainer.optimizers)
+
+
+def test_lars_matches_its_definition():
+    """Weights: momentum SGD on (g + wd w) scaled by eta |w| / |g + wd w|; biases: plain momentum SGD."""
+    from locallearn.lars import LARS
+
+    torch.manual_seed(0)
+    weight, bias = torch.randn(5, 4, requires_grad=True), torch.randn(5, requires_grad=True)
+    w0, b0 = weight.detach().clone(), bias.detach().clone()
+    optimizer = LARS([weight, bias], lr=0.5, momentum=0.9, weight_decay=0.01, trust_coefficient=0.02)
+    grads = [(torch.randn(5, 4), torch.randn(5)) for _ in range(2)]
+    w, b, mw, mb = w0.clone(), b0.clone(), torch.zeros(5, 4), torch.zeros(5)
+    for gw, gb in grads:
+        weight.grad, bias.grad = gw.clone(), gb.clone()
+        optimizer.step()
+        dw = gw + 0.01 * w
+        mw = 0.9 * mw + 0.02 * w.norm() / dw.norm() * dw
+        mb = 0.9 * mb + gb
+        w, b = w - 0.5 * mw, b - 0.5 * mb
+    torch.testing.assert_close(weight.detach(), w)
+    torch.testing.assert_close(bias.detach(), b)
+
+
+def test_warmup_ramps_linearly_into_the_schedule():
+    assert lr_factor("cosine", 0, 1000, warmup=0.1) == pytest.approx(1 / 101)
+    assert lr_factor("cosine", 99, 1000, warmup=0.1) == pytest.approx(100 / 101)
+    assert lr_factor("cosine", 100, 1000, warmup=0.1) == pytest.approx(lr_factor("cosine", 100, 1000))

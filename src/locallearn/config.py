@@ -52,6 +52,7 @@ class DataConfig(Section):
     download: bool = True
     image_size: int = Field(224, gt=0)
     workers: int = Field(4, ge=0)
+    crop_scale: float = Field(0.08, gt=0, le=1)
 
 
 class ModelConfig(Section):
@@ -137,12 +138,14 @@ class TrainConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["adam", "sgd"] = "adam"
+    name: Literal["adam", "sgd", "lars"] = "adam"
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    trust_coefficient: float = Field(0.001, gt=0)
     schedule: Literal["constant", "linear-decay", "cosine"] = "constant"
     decay_start: float = Field(0.5, ge=0, le=1)
+    warmup: float = Field(0.0, ge=0, lt=1)
 
 
 class EvalConfig(Section):

@@ -24,6 +24,7 @@ from locallearn.data import train_batches
 from locallearn.distributed.context import DistContext
 from locallearn.distributed.links import LocalLink, OnDevice, PipelineLink, gather_to_main, stage_bounds
 from locallearn.errors import RunError
+from locallearn.lars import LARS
 from locallearn.methods.base import DataInfo, Method
 from locallearn.nn.backbones import build_backbone
 from locallearn.nn.network import Block, LocalNet, group_layers
@@ -66,14 +67,19 @@ def check_finite(blocks, losses: list[torch.Tensor]) -> None:
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg) -> torch.optim.Optimizer:
+    if cfg.name == "lars":
+        return LARS(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, trust_coefficient=cfg.trust_coefficient)
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(kind: str, step: int, total_steps: int, decay_start: float = 0.5) -> float:
-    """Multiplier of the base learning rate at `step`: constant, constant-then-linear-to-zero (Hinton), or cosine."""
+def lr_factor(kind: str, step: int, total_steps: int, decay_start: float = 0.5, warmup: float = 0.0) -> float:
+    """Multiplier of the base learning rate at `step`: constant, constant-then-linear-to-zero (Hinton), or cosine,
+    after a linear warm-up over the first `warmup` fraction of the steps."""
     progress = min(step / max(total_steps, 1), 1.0)
+    if progress < warmup:
+        return (step + 1) / (warmup * total_steps + 1)
     if kind == "linear-decay":
         return 1.0 if progress <= decay_start else (1.0 - progress) / (1.0 - decay_start)
     if kind == "cosine":
@@ -82,7 +88,7 @@ def lr_factor(kind: str, step: int, total_steps: int, decay_start: float = 0.5) 
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg.schedule, step, total_steps, cfg.decay_start))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg.schedule, step, total_steps, cfg.decay_start, cfg.warmup))
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:

@@ -150,7 +150,7 @@ def _train(config: Config, preset: str, out: Path, resume: bool, callbacks, ctx:
         torch.set_num_threads(config.train.threads)
     c = config
     data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download,
-                        image_size=c.data.image_size, workers=c.data.workers).to(device)
+                        image_size=c.data.image_size, workers=c.data.workers, crop_scale=c.data.crop_scale).to(device)
     trainer = Trainer(config, data, device, ctx)
     history: list[dict] = []
     if resume:
@@ -316,7 +316,7 @@ def restore_run(out: Path) -> Trainer:
     device = pick_device(config.train.device)
     c = config
     data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download,
-                        image_size=c.data.image_size, workers=c.data.workers).to(device)
+                        image_size=c.data.image_size, workers=c.data.workers, crop_scale=c.data.crop_scale).to(device)
     trainer = Trainer(config, data, device)
     load_checkpoint(out, trainer)
     return trainer

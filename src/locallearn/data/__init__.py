@@ -104,6 +104,7 @@ def load_dataset(
     download: bool = True,
     image_size: int = 224,
     workers: int = 4,
+    crop_scale: float = 0.08,
 ):
     """Load `name` ('mnist', 'fashion-mnist', 'cifar10', 'imagefolder') and split it.
 
@@ -124,7 +125,7 @@ def load_dataset(
     if name == "imagefolder":
         from locallearn.data.imagefolder import load_imagefolder
 
-        return load_imagefolder(data_dir, val_size, train_subset, image_size, workers, normalize)
+        return load_imagefolder(data_dir, val_size, train_subset, image_size, workers, normalize, crop_scale)
     if name not in DATASET_NAMES:
         raise UsageError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}, imagefolder")
     folder = find_dataset(name, data_dir, download)

@@ -134,8 +134,8 @@ class _Failure:
     message: str
 
 
-def random_resized_box(width: int, height: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """(left, top, w, h) of a random crop: area fraction in CROP_SCALE, log-uniform aspect ratio in CROP_RATIO.
+def random_resized_box(width: int, height: int, rng: np.random.Generator, min_area: float = CROP_SCALE[0]) -> tuple[int, int, int, int]:
+    """(left, top, w, h) of a random crop: area fraction in [min_area, 1], log-uniform aspect ratio in CROP_RATIO.
 
     Ten tries, as Inception / torchvision do; if none fits, the largest centre crop with
     the aspect ratio clamped into CROP_RATIO.
@@ -143,7 +143,7 @@ def random_resized_box(width: int, height: int, rng: np.random.Generator) -> tup
     area = width * height
     log_ratio = (np.log(CROP_RATIO[0]), np.log(CROP_RATIO[1]))
     for _ in range(10):
-        target = area * rng.uniform(*CROP_SCALE)
+        target = area * rng.uniform(min_area, 1.0)
         ratio = np.exp(rng.uniform(*log_ratio))
         w = int(round(np.sqrt(target * ratio)))
         h = int(round(np.sqrt(target / ratio)))
@@ -159,7 +159,7 @@ def random_resized_box(width: int, height: int, rng: np.random.Generator) -> tup
     return (width - w) // 2, (height - h) // 2, w, h
 
 
-def _decode(path: str, size: int, train: bool, rng: np.random.Generator | None) -> np.ndarray:
+def _decode(path: str, size: int, train: bool, rng: np.random.Generator | None, min_area: float = CROP_SCALE[0]) -> np.ndarray:
     """(size, size, 3) uint8 of one file: training crop + flip, or resize + centre crop."""
     Image = _require_pillow()
     with Image.open(path) as img:
@@ -167,7 +167,7 @@ def _decode(path: str, size: int, train: bool, rng: np.random.Generator | None) 
             img = img.convert("RGB")
         width, height = img.size
         if train:
-            left, top, w, h = random_resized_box(width, height, rng)
+            left, top, w, h = random_resized_box(width, height, rng, min_area)
             box = (left, top, left + w, top + h)
         else:
             scale = round(size * EVAL_RESIZE) / min(width, height)  # shorter side -> round(size * 256 / 224)
@@ -191,8 +191,8 @@ class ImageFiles(torch.utils.data.Dataset):
     (resize + centre crop); otherwise the training crop of `(seed, epoch, position)`.
     """
 
-    def __init__(self, root: Path, paths: np.ndarray, labels: np.ndarray, size: int, seed: int = 0):
-        self.root, self.paths, self.labels, self.size, self.seed = str(root), paths, labels, size, seed
+    def __init__(self, root: Path, paths: np.ndarray, labels: np.ndarray, size: int, seed: int = 0, min_area: float = CROP_SCALE[0]):
+        self.root, self.paths, self.labels, self.size, self.seed, self.min_area = str(root), paths, labels, size, seed, min_area
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -206,7 +206,7 @@ class ImageFiles(torch.utils.data.Dataset):
                 path = os.path.join(self.root, os.fsdecode(self.paths[position]))
                 rng = None if epoch is None else np.random.default_rng([self.seed, epoch, int(position)])
                 try:
-                    out[k] = _decode(path, self.size, epoch is not None, rng)
+                    out[k] = _decode(path, self.size, epoch is not None, rng, self.min_area)
                 except UsageError:
                     raise
                 except Exception as err:  # noqa: BLE001 -- any failure to decode is this file's fault
@@ -271,6 +271,7 @@ class ImageFolderData:
     targets: dict[str, np.ndarray]  # split -> int64 labels
     image_size: int
     workers: int = 4
+    crop_scale: float = CROP_SCALE[0]  # the smallest area fraction of the training crop made at load time
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -350,7 +351,7 @@ class ImageFolderBatches:
         self.data, self.seed, self.rank, self.world = data, seed, rank, world
         self.batch_size = batch_size * world  # the global batch
         self.count = data.split_size("train")
-        self.dataset = ImageFiles(data.root, data.paths["train"], data.targets["train"], data.image_size, seed)
+        self.dataset = ImageFiles(data.root, data.paths["train"], data.targets["train"], data.image_size, seed, data.crop_scale)
 
     def __len__(self) -> int:
         """Batches per epoch."""
@@ -385,7 +386,7 @@ class ImageFolderBatches:
 
 def load_imagefolder(
     data_dir: str | Path | None, val_size: int = 5000, train_subset: int | None = None, image_size: int = 224,
-    workers: int = 4, normalize: bool = True,
+    workers: int = 4, normalize: bool = True, crop_scale: float = CROP_SCALE[0],
 ) -> ImageFolderData:
     """List `data_dir`'s files and split them (see the module docstring); nothing is decoded yet."""
     _require_pillow()
@@ -411,4 +412,4 @@ def load_imagefolder(
     targets = {split: train_labels[p] for split, p in picks.items()}
     paths["test"], targets["test"] = _path_array(test_files), test_labels
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    return ImageFolderData(root, classes, paths, targets, image_size, workers, mean=mean, std=std)
+    return ImageFolderData(root, classes, paths, targets, image_size, workers, crop_scale, mean=mean, std=std)
