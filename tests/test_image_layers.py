@@ -172,3 +172,12 @@ def test_peer_normalisation_of_image_layers_evens_out_channels():
     assert objective(even, views)[1]["peer_loss"] == 0
     assert objective(uneven, views)[1]["peer_loss"] > 1
     assert objective.running_mean.tolist() == [0.0, 1.0, 5.0]  # one running mean per channel
+
+
+def test_a_pooled_mlp_head_reads_each_quadrant():
+    """pool=2: the head sees the mean of each quarter of the map (channel-major), through one hidden ReLU layer."""
+    objective = LocalClassifierLoss(in_features=4, num_classes=3, pool=2, hidden=[8])
+    out = random_images(5, shape=(4, 6, 6))
+    quadrants = out.reshape(5, 4, 2, 3, 2, 3).mean(dim=(3, 5)).flatten(1)
+    first, _, last = objective.head
+    torch.testing.assert_close(objective.score(out), last(torch.relu(first(quadrants))))

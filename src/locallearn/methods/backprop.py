@@ -1,17 +1,27 @@
-"""Cross-entropy through a linear head per block: plain backprop with one block, greedy supervised with many."""
+"""Cross-entropy through a head per block: plain backprop with one block, greedy supervised with many."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+from pydantic import Field
 
 from locallearn.methods.base import Method, MethodOptions
 from locallearn.nn.network import LocalNet
 from locallearn.objectives.classification import LocalClassifierLoss
+from locallearn.views.augment import AugmentOptions, augment
 from locallearn.views.base import Views
 
 
 class BackpropOptions(MethodOptions):
-    pass
+    """`head_pool`: a conv block's output is average-pooled to this many positions per side for
+    its head (1 = global); `head_hidden`: widths of the head's hidden ReLU layers ([] = linear);
+    `augment`: if set, each training image is one random view (`views.augment`; null = as is)."""
+
+    head_pool: int = Field(1, gt=0)
+    head_hidden: list[int] = Field(default_factory=list)
+    augment: Optional[AugmentOptions] = None
 
 
 class Backprop(Method):
@@ -26,9 +36,11 @@ class Backprop(Method):
     primary = "net"
 
     def objective(self, index: int, num_blocks: int, width: int) -> LocalClassifierLoss:
-        return LocalClassifierLoss(width, self.data.num_classes)
+        return LocalClassifierLoss(width, self.data.num_classes, self.options.head_pool, self.options.head_hidden)
 
     def make_views(self, x, y, index, generator) -> Views:
+        if self.options.augment is not None:
+            x = augment(x, self.options.augment, self.data.pixel_low, self.data.pixel_high, generator)
         return Views(inputs=x, num_positive=x.shape[0], labels=y)
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:

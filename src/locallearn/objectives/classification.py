@@ -1,7 +1,10 @@
-"""A local classifier: a linear head on the block's output trained with cross-entropy.
+"""A local classifier: a small head on the block's output trained with cross-entropy.
 
 On a one-block network this is plain backprop; on many blocks it is greedy
-supervised layer-wise training (every block learns to be linearly classifiable).
+supervised layer-wise training (every block learns to be classifiable by its head).
+The head average-pools a spatial output to `pool` x `pool` positions, then is linear,
+or an MLP with `hidden` ReLU layers (the auxiliary heads of Belilovsky et al. 2019,
+which greedy training needs to work well on conv nets).
 """
 
 from __future__ import annotations
@@ -12,16 +15,21 @@ from torch import nn
 
 
 class LocalClassifierLoss(nn.Module):
-    """Cross-entropy of a linear head on the block's output, averaged over positions when spatial.
+    """Cross-entropy of a head on the block's output (spatial outputs pooled to `pool` x `pool` first).
 
     Example:
         >>> objective = LocalClassifierLoss(in_features=1000, num_classes=10)
         >>> loss, metrics = objective(block_output, views)   # uses views.labels
     """
 
-    def __init__(self, in_features: int, num_classes: int):
+    def __init__(self, in_features: int, num_classes: int, pool: int = 1, hidden: list[int] = ()):
         super().__init__()
-        self.head = nn.Linear(in_features, num_classes)
+        self.pool = pool
+        widths = [in_features * pool * pool, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(widths, widths[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.head = nn.Sequential(*layers, nn.Linear(widths[-1], num_classes)) if hidden else nn.Linear(widths[0], num_classes)
 
     def forward(self, out: torch.Tensor, views) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = self.score(out)
@@ -30,4 +38,6 @@ class LocalClassifierLoss(nn.Module):
         return loss, {"loss": loss.detach(), "train_acc": accuracy}
 
     def score(self, out: torch.Tensor) -> torch.Tensor:
-        return self.head(out.flatten(2).mean(dim=2) if out.dim() > 2 else out)
+        if out.dim() > 2:
+            out = F.adaptive_avg_pool2d(out, self.pool).flatten(1) if self.pool > 1 else out.flatten(2).mean(dim=2)
+        return self.head(out)
