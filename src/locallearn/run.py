@@ -131,7 +131,9 @@ def train(config: Config, preset: str, out: Path, resume: bool = False, callback
     """
     ctx, device = init_distributed(config.distributed, config.train.device)
     try:
-        return _train(config, preset, Path(out), resume, callbacks, ctx, device)
+        summary = _train(config, preset, Path(out), resume, callbacks, ctx, device)
+        ctx.barrier()  # the other ranks wait for rank 0's evaluation: no rank tears the group down under another
+        return summary
     except RuntimeError as err:
         if ctx.world == 1:
             raise
