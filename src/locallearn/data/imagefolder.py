@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from locallearn.data.batcher import BatchPlan
 from locallearn.errors import DataError, RunError, UsageError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -331,8 +332,8 @@ class ImageFolderData:
         return ImageFolderBatches(self, batch_size, seed, rank, world)
 
 
-class ImageFolderBatches:
-    """Training batches of an `ImageFolderData`, with the interface of `Batcher`: `len()`, `num_examples`, `batches(epoch, first)`.
+class ImageFolderBatches(BatchPlan):
+    """Training batches of an `ImageFolderData`: `Batcher`'s plan (order, rank shares, resume), decoded by workers.
 
     Example::
 
@@ -342,44 +343,13 @@ class ImageFolderBatches:
     """
 
     def __init__(self, data: ImageFolderData, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
-        if not 0 <= rank < world:
-            raise ValueError(f"rank must be in 0..{world - 1}, got {rank}")
-        self.data, self.seed, self.rank, self.world = data, seed, rank, world
-        self.batch_size = batch_size * world  # the global batch
-        self.count = data.split_size("train")
+        super().__init__(data.split_size("train"), batch_size, shuffle=True, seed=seed, rank=rank, world=world)
+        self.data = data
         self.dataset = ImageFiles(data.root, data.paths["train"], data.targets["train"], data.image_size, seed, data.crop_scale)
-
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        full, rest = divmod(self.count, self.batch_size)
-        return full + (1 if rest >= self.world else 0)
-
-    @property
-    def num_examples(self) -> int:
-        """Examples served per epoch (over all ranks)."""
-        return min(len(self) * self.batch_size, self.count)
-
-    def epoch_order(self, epoch: int) -> Tensor:
-        """The permutation of epoch `epoch`: the same as `Batcher.epoch_order` for the same seed and size."""
-        generator = torch.Generator()
-        generator.manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0]))
-        return torch.randperm(self.count, generator=generator)
 
     def batches(self, epoch: int, first: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """The batches of epoch `epoch` from batch `first` on: (normalised float32 x, y, positions) on the device."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be non-negative, got {epoch}")
-        order = self.epoch_order(epoch)
-        items = []
-        for start in range(first * self.batch_size, len(self) * self.batch_size, self.batch_size):
-            index = order[start : start + self.batch_size]
-            if self.world > 1:
-                index = index.tensor_split(self.world)[self.rank]
-            items.append((epoch, index.numpy()))
+        items = [(epoch, index.numpy()) for index in self.rank_indices(epoch, first)]
         for x, y, index in _stream(self.dataset, items, self.data.workers, self.data.device):
             yield self.data.normalise(x), y, index
 
