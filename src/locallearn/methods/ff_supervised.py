@@ -60,9 +60,10 @@ class FFSupervised(Method):
             raise UsageError("method.negatives=hard scores the whole training set in memory, which this dataset (data.name=imagefolder) "
                              "does not hold; use method.negatives=uniform")
         chunks = []
-        for start in range(0, train_x.shape[0], batch_size):
-            scores = self.predict(net, train_x[start : start + batch_size])["goodness"]
-            chunks.append(hard_wrong_labels(scores, train_y[start : start + batch_size], generator))
+        with torch.no_grad():
+            for start in range(0, train_x.shape[0], batch_size):
+                scores = self.predict(net, train_x[start : start + batch_size])["goodness"]
+                chunks.append(hard_wrong_labels(scores, train_y[start : start + batch_size], generator))
         self.hard_labels = torch.cat(chunks)
 
     def goodness_per_label(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
