@@ -12,17 +12,24 @@ from pathlib import Path
 import yaml
 
 
+def widths(model: dict) -> str:
+    """The widths that define the network: hidden units of an MLP, channels of a conv net, a ResNet's base width."""
+    if model["arch"].startswith("resnet"):
+        return f"width {model['width']}"
+    return "×".join(map(str, model["hidden"] if model["arch"] == "mlp" else model["channels"]))
+
+
 def row(run: Path) -> str:
     s = json.loads((run / "summary.json").read_text())
     c = yaml.safe_load((run / "config.yaml").read_text())
     blocks = ", ".join(f"{b['name']} {100 * b['probe_accuracy']:.1f}" for b in s["per_block"] if b.get("probe_accuracy") is not None)
-    return (f"| {s['preset']} | {'×'.join(map(str, c['model']['hidden']))} | {s['epochs']} | {100 * s['test_accuracy']:.2f} "
+    return (f"| {s['preset']} | {c['model']['arch']} {widths(c['model'])} | {s['epochs']} | {100 * s['test_accuracy']:.2f} "
             f"({s['classifier']}) | {100 * (s['val_accuracy'] or 0):.2f} | {s['train_seconds'] / 60:.1f} min | {s['seconds_per_epoch']:.1f} s "
             f"| {s['samples_per_second']:.0f} | {s['peak_rss_mb']:.0f} MB | {blocks} |")
 
 
 if __name__ == "__main__":
-    print("| preset | hidden | epochs | test acc % | val acc % | train time | s/epoch | samples/s | peak RSS | probe acc % per block |")
+    print("| preset | network | epochs | test acc % | val acc % | train time | s/epoch | samples/s | peak RSS | probe acc % per block |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for arg in sys.argv[1:]:
         print(row(Path(arg)))
