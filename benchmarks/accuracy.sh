@@ -1,21 +1,13 @@
 #!/usr/bin/env bash
 # The accuracy runs of the README's results table, one after another, into runs/bench/.
-# Full list: ~3 hours on 2 quiet CPU cores. Pass preset names to run only some: benchmarks/accuracy.sh backprop-mlp
+# Full list: ~3.5 hours on 2 quiet CPU cores. Pass preset names to run only some: benchmarks/accuracy.sh backprop-mlp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs/bench
-declare -A ARGS=(
-  [ff-supervised-small]=""
-  [backprop-mlp]=""
-  [ff-supervised]="method.negatives=uniform"
-  [greedy-supervised]=""
-  [blockwise-barlow]=""
-  [e2e-barlow]=""
-)
 for preset in "${@:-ff-supervised-small backprop-mlp ff-supervised greedy-supervised blockwise-barlow e2e-barlow}"; do
   for p in $preset; do
     [ -f "runs/bench/$p/summary.json" ] && continue
-    .venv/bin/locallearn train "$p" --out "runs/bench/$p" --quiet ${ARGS[$p]:-}
+    .venv/bin/locallearn train "$p" --out "runs/bench/$p" --quiet
   done
 done
 .venv/bin/python benchmarks/table.py runs/bench/*/
