@@ -60,18 +60,16 @@ class FFSupervised(Method):
             raise UsageError("method.negatives=hard scores the whole training set in memory, which this dataset (data.name=imagefolder) "
                              "does not hold; use method.negatives=uniform")
         chunks = []
-        with torch.no_grad():
-            for start in range(0, train_x.shape[0], batch_size):
-                scores = self.predict(net, train_x[start : start + batch_size])["goodness"]
-                chunks.append(hard_wrong_labels(scores, train_y[start : start + batch_size], generator))
+        for start in range(0, train_x.shape[0], batch_size):
+            scores = self.predict(net, train_x[start : start + batch_size])["goodness"]
+            chunks.append(hard_wrong_labels(scores, train_y[start : start + batch_size], generator))
         self.hard_labels = torch.cat(chunks)
 
+    @torch.no_grad()
     def goodness_per_label(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, C) goodness of every block for every candidate label, from one pass of B*C inputs."""
+        """(B, C) goodness of every block for every candidate label, from one pass of B*C inputs (never differentiated)."""
         inputs = overlay_every_label(x, self.data.num_classes, self.data.pixel_low, self.data.pixel_high)
-        outputs = net.forward_blocks(inputs)
-        with torch.no_grad():
-            return [block.objective.score(out).view(x.shape[0], -1) for block, out in zip(net.blocks, outputs)]
+        return [block.objective.score(out).view(x.shape[0], -1) for block, out in zip(net.blocks, net.forward_blocks(inputs))]
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
         per_block = self.goodness_per_label(net, x)
