@@ -87,6 +87,22 @@ def test_eval_reevaluates_a_saved_run(tmp_path, data_dir, capsys):
     assert json.loads((out / "eval.json").read_text())["epoch"] == 1
 
 
+def test_eval_overrides_change_the_scoring_not_the_weights(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    train_cli(out, data_dir, "train.epochs=1", "method.skip_first=false")
+    weights = (out / "checkpoint-0001.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["eval", str(out), "method.skip_first=true", "eval.probes=false"]) == 0
+    test = json.loads(capsys.readouterr().out)["test"]
+    assert test["goodness"] == test["layer2"]  # the first of the two layers is skipped
+    assert json.loads((out / "eval.json").read_text())["overrides"] == ["method.skip_first=true", "eval.probes=false"]
+    assert (out / "checkpoint-0001.safetensors").read_bytes() == weights
+    assert main(["eval", str(out), "model.hidden=[16,16]"]) == 1
+    assert "for another architecture" in one_line_error(capsys)
+    assert main(["eval", str(out), "method.skip_frist=true"]) == 2
+    assert "unknown key 'method.skip_frist'" in one_line_error(capsys)
+
+
 def test_presets_lists_every_preset(capsys):
     assert main(["presets"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]

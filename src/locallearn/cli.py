@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("presets", help="list the presets")
     evaluate = commands.add_parser("eval", help="re-evaluate a saved run on the test set")
     evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                          help="evaluate differently, e.g. method.skip_first=false (the weights stay those trained)")
     report = commands.add_parser("report", help="Markdown/HTML reports and plots of one run, or a comparison of several")
     report.add_argument("run_dirs", type=Path, nargs="+")
     report.add_argument("--out", type=Path, help="where a comparison goes (default: the current folder; one run: its own folder)")
@@ -81,7 +83,7 @@ def cmd_presets(args) -> int:
 def cmd_eval(args) -> int:
     from locallearn.run import evaluate_run
 
-    report = evaluate_run(args.run_dir)
+    report = evaluate_run(args.run_dir, args.overrides)
     print(json.dumps({k: report[k] for k in ("epoch", "val", "test")} | {"readout": report.get("readout")}))
     return 0
 
@@ -100,7 +102,7 @@ COMMANDS = {"train": cmd_train, "presets": cmd_presets, "eval": cmd_eval, "repor
 def main(argv: list[str] | None = None) -> int:
     try:
         args, extra = build_parser().parse_known_args(argv)
-        if extra and (args.command != "train" or any(a.startswith("-") for a in extra)):
+        if extra and (args.command not in ("train", "eval") or any(a.startswith("-") for a in extra)):
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
         if extra:
             args.overrides = [*args.overrides, *extra]

@@ -309,12 +309,12 @@ class TensorBoardLogger:
         self.writer.flush()
 
 
-def restore_run(out: Path) -> Trainer:
-    """The trainer of a saved run, rebuilt from its config and data and loaded from its last checkpoint."""
+def restore_run(out: Path, overrides: list[str] = ()) -> Trainer:
+    """The trainer of a saved run, rebuilt from its config (with `KEY=VALUE` overrides) and data and loaded from its last checkpoint."""
     out = Path(out)
     if not (out / "config.yaml").is_file():
         raise RunError(f"{out} is not a run folder (no config.yaml)")
-    config = validate(load_yaml((out / "config.yaml").read_text()))
+    config = validate(apply_overrides(load_yaml((out / "config.yaml").read_text()), overrides))
     device = pick_device(config.train.device)
     c = config
     data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download,
@@ -324,10 +324,14 @@ def restore_run(out: Path) -> Trainer:
     return trainer
 
 
-def evaluate_run(out: Path) -> dict:
-    """Evaluate a saved run again (its last checkpoint) and write `eval.json`."""
-    trainer = restore_run(out)
+def evaluate_run(out: Path, overrides: list[str] = ()) -> dict:
+    """Evaluate a saved run again (its last checkpoint) and write `eval.json`.
+
+    `overrides` change how it is evaluated, not what was trained (e.g. which blocks'
+    goodness is summed: `method.skip_first=false`); they are recorded in `eval.json`.
+    """
+    trainer = restore_run(out, overrides)
     results, per_block = evaluate_final(trainer, trainer.config)
-    report = {"run": str(out), "epoch": trainer.epoch, **results, "per_block": per_block}
+    report = {"run": str(out), "epoch": trainer.epoch, "overrides": list(overrides), **results, "per_block": per_block}
     write_json_atomic(Path(out) / "eval.json", report)
     return report
