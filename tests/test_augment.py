@@ -35,6 +35,16 @@ def test_a_quadrant_box_samples_that_quadrant_at_the_right_places():
     assert torch.allclose(out[:, 0, 1:, 1:], expected[1:, 1:].expand(2, 7, 7), atol=1e-5)  # row/column 0 fall off the image edge
 
 
+def test_shifts_translate_by_whole_pixels_and_fill_from_the_edge():
+    x = random_images(400, (1, 8, 8))
+    out = augment(x, AugmentOptions(crop_scale=1.0, crop_ratio=1.0, flip=0.0, jitter=0.0, shift=2), -1.0, 3.0, gen())
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+    candidates = torch.stack([padded[:, :, 2 + dy : 10 + dy, 2 + dx : 10 + dx] for dy in range(-2, 3) for dx in range(-2, 3)], 1)
+    matches = ((candidates - out.unsqueeze(1)).abs().flatten(2).amax(2) < 1e-5)  # (400, 25): which shift each image got
+    assert (matches.sum(1) == 1).all()
+    assert (matches.sum(0) > 0).all()  # every one of the 25 shifts occurs
+
+
 def test_crop_boxes_lie_inside_the_image_with_the_asked_area_and_ratio():
     boxes = crop_boxes(4000, 28, 28, scale=0.3, ratio=2.0, generator=gen())
     w, h, cx, cy = boxes.unbind(1)

@@ -132,3 +132,17 @@ def test_hard_negatives_come_from_the_models_belief(tmp_path):
     views = trainer.method.make_views(x, y, index, torch.Generator())
     negatives = views.inputs[x.shape[0]:].flatten(1)[:, :10]
     assert torch.equal(negatives.argmax(1), hard[index])
+
+
+def test_augmented_views_flip_the_image_and_then_write_the_label(tmp_path):
+    data = tiny_splits(tmp_path)
+    flip_all = "method.augment={crop_scale: 1.0, crop_ratio: 1.0, flip: 1.0, jitter: 0.0}"
+    trainer = Trainer(tiny_config("ff-bench", tmp_path, flip_all), data)
+    x, y, index = next(iter(trainer.batcher.batches(0)))
+    views = trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0))
+    low, high = data.pixel_low, data.pixel_high
+    positives, negatives = views.inputs[: x.shape[0]], views.inputs[x.shape[0] :]
+    assert torch.allclose(positives, overlay_labels(x.flip(-1), y, 10, low, high), atol=1e-5)
+    wrong = negatives.flatten(1)[:, :10].argmax(1)
+    assert (wrong != y).all()
+    assert torch.allclose(negatives, overlay_labels(x.flip(-1), wrong, 10, low, high), atol=1e-5)

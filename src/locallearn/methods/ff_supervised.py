@@ -9,7 +9,7 @@ label with the highest goodness, summed over the blocks (the first skipped, as H
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 from pydantic import Field
@@ -19,15 +19,19 @@ from locallearn.methods.base import Method
 from locallearn.methods.ff_common import FFOptions, block_and_summed_scores, ff_objective, probe_features
 from locallearn.nn.network import LocalNet
 from locallearn.objectives.goodness import FFGoodnessLoss
+from locallearn.views.augment import AugmentOptions, augment
 from locallearn.views.base import Views
 from locallearn.views.labels import hard_wrong_labels, overlay_every_label, overlay_labels, overlay_neutral, uniform_wrong_labels
 
 
 class FFSupervisedOptions(FFOptions):
+    """`augment`: if set, each training image is one random view (`views.augment`) before its label is written in."""
+
     negatives: Literal["uniform", "hard"] = "uniform"
     hard_refresh_epochs: int = Field(1, gt=0)
     skip_first: bool = True
     classifier: Literal["goodness", "readout"] = "goodness"
+    augment: Optional[AugmentOptions] = None
 
 
 class FFSupervised(Method):
@@ -50,6 +54,8 @@ class FFSupervised(Method):
             wrong = self.hard_labels[index]
         else:
             wrong = uniform_wrong_labels(y, self.data.num_classes, generator)
+        if self.options.augment is not None:
+            x = augment(x, self.options.augment, self.data.pixel_low, self.data.pixel_high, generator)
         inputs = self._overlay(torch.cat([x, x]), torch.cat([y, wrong]))
         return Views(inputs=inputs, num_positive=x.shape[0], labels=y)
 

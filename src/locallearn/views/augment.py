@@ -38,7 +38,9 @@ class AugmentOptions(BaseModel):
     1 +- strength; hue a rotation of +- strength turns), applied together with probability `jitter`;
     `blur`, `solarize`: probabilities for view 1 and view 2 (Barlow Twins: [1.0, 0.1], [0.0, 0.2]);
     `blur_sigma`: the largest blur std in pixels (the least is a 20th of it);
-    `noise`: std of additive Gaussian noise, in units of the pixel range.
+    `noise`: std of additive Gaussian noise, in units of the pixel range;
+    `shift`: largest translation in whole pixels, drawn per image and axis from [-shift, shift]
+    (Hinton's "jittered images": 2 gives his 25 shifts); the edge pixels fill the gap.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -55,6 +57,7 @@ class AugmentOptions(BaseModel):
     blur_sigma: float = Field(2.0, gt=0)
     solarize: PerView = Field(default_factory=lambda: [0.0, 0.0])
     noise: float = Field(0.0, ge=0)
+    shift: int = Field(0, ge=0)
 
 
 def uniform(n: int, low: float, high: float, generator: torch.Generator) -> Tensor:
@@ -80,6 +83,11 @@ def crop_boxes(n: int, height: int, width: int, scale: float, ratio: float, gene
     cx = (1 - w) * uniform(n, -1.0, 1.0, generator)
     cy = (1 - h) * uniform(n, -1.0, 1.0, generator)
     return torch.stack([w, h, cx, cy], dim=1)
+
+
+def pixel_shifts(n: int, most: int, generator: torch.Generator) -> Tensor:
+    """(n, 2) whole-pixel translations (x, y), each uniform in [-most, most]."""
+    return torch.randint(-most, most + 1, (n, 2), generator=generator, device=generator.device).float()
 
 
 def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor) -> Tensor:
@@ -146,6 +154,8 @@ def augment(x: Tensor, o: AugmentOptions, low: float, high: float, generator: to
     """One random view of every image of a (B, C, H, W) batch; the `blur` / `solarize` probabilities may be one per image."""
     n, channels, height, width = x.shape
     boxes = crop_boxes(n, height, width, o.crop_scale, o.crop_ratio, generator)
+    if o.shift:
+        boxes[:, 2:] += pixel_shifts(n, o.shift, generator) * boxes.new_tensor([2 / width, 2 / height])
     x = resized_crop(x, boxes, coin(o.flip, n, generator))
     u = (x - low) / (high - low)
 
