@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from helpers import random_images, tiny_config, tiny_splits
 from locallearn.engine import Trainer
 from locallearn.evaluate import classify
+from locallearn.nn.layers import DenseLayer
 from locallearn.objectives.goodness import FFGoodnessLoss, goodness, softplus_loss, symba_loss
 from locallearn.views.base import Views
 from locallearn.views.labels import hard_wrong_labels, overlay_every_label, overlay_labels, overlay_neutral, uniform_wrong_labels
@@ -146,3 +147,17 @@ def test_augmented_views_flip_the_image_and_then_write_the_label(tmp_path):
     wrong = negatives.flatten(1)[:, :10].argmax(1)
     assert (wrong != y).all()
     assert torch.allclose(negatives, overlay_labels(x.flip(-1), wrong, 10, low, high), atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu-fullgrad"])
+def test_peer_normalisation_reaches_a_dead_unit_only_through_the_full_gradient_relu(activation):
+    layer = DenseLayer(6, 4, activation)
+    with torch.no_grad():
+        layer[1].bias[0] = -100.0  # unit 0 is off for every input
+    x = torch.randn(8, 6)
+    out = layer(x)
+    assert torch.equal(out, torch.relu(layer[1](layer[0](x))))  # the forward pass is a ReLU either way
+    loss, _ = FFGoodnessLoss(4, peer_weight=1.0, peer_momentum=0.0)(out, Views(inputs=x, num_positive=4))
+    loss.backward()
+    dead_grad = layer[1].bias.grad[0]
+    assert dead_grad < 0 if activation == "relu-fullgrad" else dead_grad == 0  # a descent step raises the dead unit

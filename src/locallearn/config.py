@@ -80,7 +80,7 @@ class ModelConfig(Section):
     pool: list[int] = Field(1, validate_default=True)
     pool_kind: Literal["max", "avg"] = "max"
     norm_over: Literal["example", "position"] = "example"
-    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    activation: Literal["relu", "relu-fullgrad", "gelu", "tanh"] = "relu"
     input_norm: Literal["rms", "l2", "none"] = "rms"
     width: int = Field(64, gt=0)
     stem: Literal["auto", "small", "imagenet"] = "auto"

@@ -38,7 +38,30 @@ class InputNorm(nn.Module):
         return f"{self.kind}, per_position" if self.per_position else self.kind
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+class _ReLUFullGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+class ReLUFullGrad(nn.Module):
+    """ReLU forward, identity backward: a unit that is off still gets gradient.
+
+    FF's goodness gives no gradient to a unit that is off (d h^2/dh = 0 at h = 0), and most
+    of a wide FF layer's ReLUs go off for good. With this activation, peer normalisation
+    (`method.peer_weight`), which pushes every unit's mean activity towards the layer's,
+    can switch them back on (as in Loewe's FF implementation).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ReLUFullGrad.apply(x)
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "relu-fullgrad": ReLUFullGrad, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
 class DenseLayer(nn.Sequential):
