@@ -31,7 +31,7 @@ def test_overrides_are_yaml_and_dotted():
     [
         ("data.foo=1", "unknown key 'data.foo'; valid keys here: batch_size, crop_scale, dir, download"),
         ("nosuch.key=1", "unknown key 'nosuch'"),
-        ("method.nonsense=1", "unknown key 'method.nonsense'; valid keys here: classifier"),
+        ("method.nonsense=1", "unknown key 'method.nonsense'; valid keys here: augment, classifier"),
         ("train.epochs=abc", "invalid value for 'train.epochs'"),
         ("train.epochs=0", "invalid value for 'train.epochs'"),
         ("train.epochs=true", "Input should be a valid integer"),
