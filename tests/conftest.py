@@ -14,6 +14,8 @@ import pytest
 import torch
 from hypothesis import settings
 
+from locallearn.data import locate
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 settings.register_profile("default", max_examples=200, deadline=None)
@@ -28,3 +30,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A tiny MNIST-format dataset; no other data folder (env, cache, Debian, download) can be found."""
+    from helpers import tiny_dataset_folder  # tests/ is on sys.path only once this file has run
+
+    monkeypatch.delenv("LOCALLEARN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(locate, "DEBIAN_FOLDERS", {})
+    return tiny_dataset_folder(tmp_path)

@@ -11,6 +11,10 @@ from locallearn.config import load_config
 from locallearn.data import DataSplits, load_dataset
 
 
+TINY = ["data.name=mnist", "data.val_size=100", "data.batch_size=50", "data.eval_batch_size=200",
+        "model.hidden=[32,32]", "eval.probe_epochs=1", "data.download=false"]  # ff-supervised-small shrunk for the tiny dataset
+
+
 def tiny_dataset_folder(root: Path, n_train: int = 600, n_test: int = 200) -> Path:
     folder = root / "tiny-mnist"
     folder.mkdir(parents=True, exist_ok=True)

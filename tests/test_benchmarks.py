@@ -4,17 +4,22 @@
   when every layer is its own block, and grows in proportion to depth end to end.
 - gpu_check.step_flops and ff_speed.epoch_flops agree on the FLOPs of an FF step: forward
   plus the weight gradient only, since every FF layer's input is detached.
+- goodness_combinations scores a saved run's plain goodness sum and single layers exactly as
+  the engine does.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import TINY
+from locallearn.cli import main
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
@@ -64,3 +69,16 @@ def test_ff_step_flops_match_the_formula():
     flops, dtypes = gpu_check.step_flops(config, (1, 8, 8), torch.device("cpu"))
     assert dtypes == ["float32"]
     assert flops == ff_speed.epoch_flops(batch, [64, *hidden])
+
+
+def test_goodness_combinations_score_a_run_as_the_engine_does(tmp_path, data_dir):
+    combinations = load_benchmark("goodness_combinations")
+    out = tmp_path / "run"
+    args = ["train", "ff-supervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY]
+    assert main([*args, "train.epochs=2", "method.skip_first=false", "eval.probes=false", "eval.knn=false"]) == 0
+    engine = json.loads((out / "summary.json").read_text())["test_accuracy_by_classifier"]
+    goodness, labels = combinations.goodness_tables(out)["test"]
+    assert goodness.shape == (2, len(labels), 10)
+    named = combinations.combinations(2, goodness.flatten(1).std(dim=1))
+    assert combinations.accuracy(named["sum of all layers (method.skip_first=false)"](goodness), labels) == pytest.approx(100 * engine["goodness"])
+    assert combinations.accuracy(named["layer 2 alone"](goodness), labels) == pytest.approx(100 * engine["layer2"])

@@ -9,24 +9,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from helpers import tiny_dataset_folder
+from helpers import TINY
 from locallearn import run
 from locallearn.cli import main
 from locallearn.config import load_config
-from locallearn.data import locate
-
-TINY = ["data.name=mnist", "data.val_size=100", "data.batch_size=50", "data.eval_batch_size=200",
-        "model.hidden=[32,32]", "eval.probe_epochs=1", "data.download=false"]
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    """A tiny MNIST-format dataset; no other data folder (env, cache, Debian, download) can be found."""
-    monkeypatch.delenv("LOCALLEARN_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(locate, "DEBIAN_FOLDERS", {})
-    return tiny_dataset_folder(tmp_path)
-
 
 def train_cli(out, data_dir, *extra):
     return main(["train", "ff-supervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY, *extra])
