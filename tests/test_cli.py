@@ -14,6 +14,7 @@ from locallearn import run
 from locallearn.cli import main
 from locallearn.config import load_config
 
+
 def train_cli(out, data_dir, *extra):
     return main(["train", "ff-supervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY, *extra])
 
