@@ -134,9 +134,6 @@ def train(config: Config, preset: str, out: Path, resume: bool = False, callback
         summary = _train(config, preset, Path(out), resume, callbacks, ctx, device)
         ctx.barrier()  # the other ranks wait for rank 0's evaluation: no rank tears the group down under another
         return summary
-    except Interrupted:
-        ctx.barrier()  # a stop is coordinated: the others wait for rank 0's checkpoint, then all leave together
-        raise
     except RuntimeError as err:
         if ctx.world == 1:
             raise
