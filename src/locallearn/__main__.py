@@ -1,5 +1,3 @@
-import sys
+from locallearn.cli import run
 
-from locallearn.cli import main
-
-sys.exit(main())
+run()

@@ -115,5 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The console entry point: exit with `main`'s status.
+
+    A torchrun rank ends with `os._exit` once its output is flushed: at interpreter
+    teardown, gloo's threads can still hold work objects whose destruction aborts the
+    process ("terminate called without an active exception", status -6) after the run
+    has finished. Everything the run writes is already on disk, atomically, by then.
+    """
+    status = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
