@@ -1,7 +1,8 @@
 """Speed of locally connected and convolutional FF: locallearn's engine vs a minimal hand-written loop.
 
 `lc`: `ff-unsupervised-local` (locally connected layers, hybrid negatives, softplus goodness loss).
-`conv`: `ff-conv` (conv layers with max-pooling, channel-wise competition loss).
+`conv`: `ff-conv` (conv -> ReLU -> BatchNorm layers with max-pooling, random horizontal
+flips, channel-wise competition loss).
 The engine and the hand-written loop share the same layer weights and optimizers and
 alternate epochs (`--repeats` rounds); the best of each is reported.
 
@@ -47,14 +48,18 @@ def hand_locally_connected(trainer: Trainer, generator: torch.Generator) -> None
 def hand_conv(trainer: Trainer, generator: torch.Generator) -> None:
     layers = [block.layers[0] for block in trainer.net.blocks]
     convs = [next(m for m in layer.modules() if isinstance(m, torch.nn.Conv2d)) for layer in layers]
+    norms = [next(m for m in layer.modules() if isinstance(m, torch.nn.BatchNorm2d)) for layer in layers]
     pools = [next((m.kernel_size for m in layer.modules() if isinstance(m, torch.nn.MaxPool2d)), 1) for layer in layers]
-    classes = trainer.data.num_classes
+    classes, augment = trainer.data.num_classes, trainer.method.options.augment
+    flip_probability = augment.flip if augment is not None else 0.0
     for x, y, _ in trainer.batcher.batches(0):
-        h = x
-        for conv, pool, optimizer in zip(convs, pools, trainer.optimizers):
+        flip = torch.rand(x.shape[0], generator=generator) < flip_probability
+        h = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        for conv, norm, pool, optimizer in zip(convs, norms, pools, trainer.optimizers):
             if pool > 1:
                 h = F.max_pool2d(h, pool)
-            z = F.conv2d(rms(h), conv.weight, conv.bias, conv.stride, conv.padding).relu()
+            z = F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding).relu()
+            z = F.batch_norm(z, norm.running_mean, norm.running_var, norm.weight, norm.bias, True, norm.momentum, norm.eps)
             loss = F.cross_entropy(z.reshape(z.shape[0], classes, -1).square().mean(2), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

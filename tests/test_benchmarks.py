@@ -4,6 +4,8 @@
   when every layer is its own block, and grows in proportion to depth end to end.
 - gpu_check.step_flops and ff_speed.epoch_flops agree on the FLOPs of an FF step: forward
   plus the weight gradient only, since every FF layer's input is detached.
+- image_ff_speed's hand-written conv FF loop does the engine's math: the same weights after
+  an epoch from the same start (without flips, whose coins the two draw differently).
 - goodness_combinations scores a saved run's plain goodness sum and single layers exactly as
   the engine does.
 """
@@ -41,6 +43,20 @@ def random_splits(n: int, shape=(1, 8, 8)) -> DataSplits:
     y = torch.randint(0, 10, (n,), generator=generator)
     return DataSplits(train_x=x, train_y=y, val_x=x[:0], val_y=y[:0], test_x=x[:0], test_y=y[:0], num_classes=10,
                       image_shape=shape, mean=0.0, std=1.0, pixel_low=-1.0, pixel_high=1.0)
+
+
+def test_the_hand_written_conv_loop_is_the_engines_math():
+    image_ff_speed = load_benchmark("image_ff_speed")
+    overrides = ["model.channels=[10,20]", "model.pool=[1,2]", "method.augment=null", "data.batch_size=16", "logging.progress=false"]
+    start, engine, hand = (Trainer(load_config("ff-conv", overrides), random_splits(64)) for _ in range(3))
+    engine.train_epoch()
+    image_ff_speed.hand_conv(hand, torch.Generator().manual_seed(0))
+    trained, by_hand = engine.net.state_dict(), hand.net.state_dict()
+    compared = [name for name in trained if not name.endswith("num_batches_tracked")]  # F.batch_norm does not count
+    assert any(name.endswith("running_var") for name in compared)
+    for name in compared:
+        torch.testing.assert_close(by_hand[name], trained[name], msg=name)
+        assert not torch.equal(trained[name], start.net.state_dict()[name]), f"{name} did not train"
 
 
 @pytest.mark.parametrize("granularity", ["layer", "end-to-end"])

@@ -63,6 +63,37 @@ def test_conv_layer_sees_only_its_window():
     assert seen[3:6, 3:6].all() and seen.sum() == 9
 
 
+def test_grouped_conv_keeps_each_group_of_channels_apart():
+    """CwComp's CFSE layers: with one group per class, output group k reads only input group k."""
+    torch.manual_seed(0)
+    first, second = build_backbone(model_config("model.arch=conv", "model.channels=[4,6]", "model.groups=[1,2]", "model.input_norm=none"), (1, 5, 5))
+    assert second[1].weight.shape == (6, 2, 3, 3)
+    h = first(random_images(2, shape=(1, 5, 5)))
+    changed = h.clone()
+    changed[:, 2:] += 1.0  # the second input group
+    moved = (second(changed) - second(h)).abs().amax(dim=(0, 2, 3))
+    assert (moved[:3] == 0).all() and (moved[3:] > 0).any()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [(["model.channels=[4,6]", "model.groups=[1,4]"], "layer 2 has 4 input and 6 output channels, which 4 groups must both divide"),
+     (["model.arch=locally-connected", "model.channels=[4,6]", "model.groups=2"], "model.arch=locally-connected has none")],
+)
+def test_groups_that_do_not_fit_are_usage_errors(overrides, message):
+    with pytest.raises(UsageError, match=message):
+        build_backbone(model_config("model.arch=conv", *overrides), (1, 8, 8))
+
+
+def test_batch_norm_after_the_activation_normalises_each_channel_over_the_batch():
+    torch.manual_seed(0)
+    (layer,) = build_backbone(model_config("model.arch=conv", "model.channels=[5]", "model.out_norm=batch", "model.input_norm=none"), (1, 6, 6))
+    assert isinstance(layer[-1], torch.nn.BatchNorm2d) and isinstance(layer[-2], torch.nn.ReLU)
+    out = layer(random_images(8, shape=(1, 6, 6)) * 3 + 1)
+    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(dim=(0, 2, 3), unbiased=False), torch.ones(5), atol=1e-3, rtol=0)
+
+
 def test_per_position_norm_gives_every_position_unit_rms_over_channels():
     x = random_images(2, shape=(6, 5, 5)) * torch.arange(1, 26.0).view(1, 1, 5, 5)
     out = InputNorm("rms", per_position=True)(x)
@@ -111,7 +142,8 @@ def test_a_backbone_that_runs_out_of_positions_is_a_usage_error():
 
 @pytest.mark.parametrize(
     "override, message",
-    [("model.kernel_size=[3,3]", "one value per layer"), ("model.stride=0", "at least 1"), ("model.padding=-1", "at least 0"), ("model.pool=1.5", "an integer"), ("model.arch=resnet", "model.arch")],
+    [("model.kernel_size=[3,3]", "one value per layer"), ("model.stride=0", "at least 1"), ("model.padding=-1", "at least 0"), ("model.pool=1.5", "an integer"), ("model.groups=0", "at least 1"),
+     ("model.out_norm=layer", "model.out_norm"), ("model.arch=resnet", "model.arch")],
 )
 def test_image_layer_keys_are_checked(override, message):
     with pytest.raises(UsageError, match=message):

@@ -62,6 +62,10 @@ class ModelConfig(Section):
     to a layer's input (1 = none). `norm_over` is what the input norm of an image layer
     after the first normalises: the whole example, or the channels at each position (use
     `position` with a goodness taken per position); the image is always normalised whole.
+    `groups` (conv only) splits a layer's convolution into that many groups: with one per
+    class, every other layer keeps each class's channels apart (the CFSE blocks of
+    CwComp). `out_norm: batch` ends each conv / locally connected layer with BatchNorm
+    after the activation (CwComp's layers; use it with `input_norm: none`).
 
     `vgg` uses the same per-layer keys, each layer `[pool] -> conv -> BatchNorm -> activation`
     (no input norm). `resnet18` and `resnet50` are four stages (the stem in the first) of
@@ -78,7 +82,9 @@ class ModelConfig(Section):
     stride: list[int] = Field(1, validate_default=True)
     padding: list[int] = Field(1, validate_default=True)
     pool: list[int] = Field(1, validate_default=True)
+    groups: list[int] = Field(1, validate_default=True)
     pool_kind: Literal["max", "avg"] = "max"
+    out_norm: Literal["none", "batch"] = "none"
     norm_over: Literal["example", "position"] = "example"
     activation: Literal["relu", "relu-fullgrad", "gelu", "tanh"] = "relu"
     input_norm: Literal["rms", "l2", "none"] = "rms"
@@ -93,7 +99,7 @@ class ModelConfig(Section):
             raise ValueError("must be a non-empty list of positive widths")
         return widths
 
-    @field_validator("kernel_size", "stride", "padding", "pool", mode="before")
+    @field_validator("kernel_size", "stride", "padding", "pool", "groups", mode="before")
     @classmethod
     def _per_layer(cls, value: Any, info: ValidationInfo) -> list[int]:
         layers = len(info.data.get("channels", []))

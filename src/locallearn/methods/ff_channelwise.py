@@ -10,6 +10,8 @@ is classified in one pass by the group goodness summed over blocks (their logits
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from pydantic import Field
 
@@ -17,12 +19,17 @@ from locallearn.methods.base import Method, MethodOptions
 from locallearn.methods.ff_common import block_and_summed_scores, probe_features
 from locallearn.nn.network import LocalNet
 from locallearn.objectives.competition import ChannelCompetitionLoss
+from locallearn.views.augment import AugmentOptions, augment
 from locallearn.views.base import Views
 
 
 class FFChannelwiseOptions(MethodOptions):
+    """`skip_first`: leave the first block out of the summed goodness; `probe_pool`: as FF's;
+    `augment`: if set, each training image is one random view (`views.augment`; null = as is)."""
+
     skip_first: bool = False
     probe_pool: int = Field(2, gt=0)
+    augment: Optional[AugmentOptions] = None
 
 
 class FFChannelwise(Method):
@@ -34,6 +41,8 @@ class FFChannelwise(Method):
         return ChannelCompetitionLoss(width, self.data.num_classes)
 
     def make_views(self, x, y, index, generator) -> Views:
+        if self.options.augment is not None:
+            x = augment(x, self.options.augment, self.data.pixel_low, self.data.pixel_high, generator)
         return Views(inputs=x, num_positive=x.shape[0], labels=y)
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:

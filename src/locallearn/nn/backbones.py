@@ -18,21 +18,25 @@ def mlp_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
 
 
 def image_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
-    """`conv` or `locally-connected` layers: `[pool] -> norm -> map -> activation` on (B, C, H, W), `channels` wide."""
+    """`conv` or `locally-connected` layers: `[pool] -> norm -> map -> activation [-> BatchNorm]` on (B, C, H, W), `channels` wide."""
     channels, height, width = input_shape
     layers: list[nn.Module] = []
-    settings = zip(model.channels, model.kernel_size, model.stride, model.padding, model.pool)
-    for i, (out, kernel, stride, padding, pool) in enumerate(settings):
+    if model.arch != "conv" and any(g > 1 for g in model.groups):
+        raise UsageError(f"model.groups splits convolutions; model.arch={model.arch} has none (use model.groups=1)")
+    settings = zip(model.channels, model.kernel_size, model.stride, model.padding, model.pool, model.groups)
+    for i, (out, kernel, stride, padding, pool, groups) in enumerate(settings):
         pooled = (height // pool, width // pool)
         height, width = (output_size(size, kernel, stride, padding) for size in pooled)
         if height < 1 or width < 1:
             raise UsageError(f"model: layer {i + 1} of the {model.arch} backbone has no output positions left for {tuple(input_shape)} inputs; use smaller kernel_size, stride or pool")
         if model.arch == "conv":
-            op = nn.Conv2d(channels, out, kernel, stride, padding)
+            if channels % groups or out % groups:
+                raise UsageError(f"model.groups: layer {i + 1} has {channels} input and {out} output channels, which {groups} groups must both divide")
+            op = nn.Conv2d(channels, out, kernel, stride, padding, groups=groups)
         else:
             op = LocallyConnected2d(channels, out, pooled, kernel, stride, padding)
         per_position = model.norm_over == "position" and i > 0
-        layers.append(ImageLayer(op, out, model.activation, model.input_norm, per_position, pool, model.pool_kind))
+        layers.append(ImageLayer(op, out, model.activation, model.input_norm, per_position, pool, model.pool_kind, model.out_norm))
         channels = out
     return layers
 

@@ -76,14 +76,17 @@ POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
 class ImageLayer(nn.Sequential):
-    """[pool] -> normalise -> `op` (a conv or locally connected map) -> activation, on (B, C, H, W).
+    """[pool] -> normalise -> `op` (a conv or locally connected map) -> activation [-> BatchNorm], on (B, C, H, W).
 
     The pooling (window = stride = `pool`; none when 1) is the layer's first step, so
-    the previous layer's local objective sees its own full-resolution output.
+    the previous layer's local objective sees its own full-resolution output. With
+    `out_norm="batch"` the layer ends with BatchNorm, as CwComp's layers do: its
+    objective and the next layer see activities normalised per channel over the batch.
     `out_features` is the number of output channels.
     """
 
-    def __init__(self, op: nn.Module, out_channels: int, activation: str = "relu", input_norm: str = "rms", per_position: bool = False, pool: int = 1, pool_kind: str = "max"):
+    def __init__(self, op: nn.Module, out_channels: int, activation: str = "relu", input_norm: str = "rms", per_position: bool = False, pool: int = 1, pool_kind: str = "max", out_norm: str = "none"):
         pooling = [POOLS[pool_kind](pool)] if pool > 1 else []
-        super().__init__(*pooling, InputNorm(input_norm, per_position), op, ACTIVATIONS[activation]())
+        batch_norm = [nn.BatchNorm2d(out_channels)] if out_norm == "batch" else []
+        super().__init__(*pooling, InputNorm(input_norm, per_position), op, ACTIVATIONS[activation](), *batch_norm)
         self.out_features = out_channels
