@@ -159,9 +159,10 @@ def launch_ranks(out: Path, folder: Path, *overrides: str, resume: bool = False)
     for rank in range(2):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
+        env.pop("PYTHONUNBUFFERED", None)  # buffered output, as a launcher other than torchrun (`python -u`) gives
         args = ["--resume", "logging.progress=false"] if resume else [*COMMON, f"data.dir={folder}", *overrides]
         command = [sys.executable, "-m", "locallearn", "train", "ff-supervised-small", "--out", str(out), *args]
-        ranks.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+        ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return ranks
 
 
@@ -180,9 +181,12 @@ def test_sigterm_to_all_ranks_checkpoints_mid_epoch_and_resume_is_exact(tmp_path
     index = json.loads((tmp_path / "stopped" / "checkpoint.json").read_text())
     assert index["partial"] is not None, "the ranks should have stopped inside epoch 2"
     resumed = launch_ranks(tmp_path / "stopped", folder, resume=True)
-    assert [rank.wait(timeout=180) for rank in resumed] == [0, 0], [rank.stderr.read() for rank in resumed]
+    errors = [rank.communicate(timeout=180)[1] for rank in resumed]
+    assert [rank.returncode for rank in resumed] == [0, 0], errors
     whole = launch_ranks(tmp_path / "whole", folder, *overrides)
-    assert [rank.wait(timeout=180) for rank in whole] == [0, 0], [rank.stderr.read() for rank in whole]
+    outputs = [rank.communicate(timeout=180) for rank in whole]
+    assert [rank.returncode for rank in whole] == [0, 0], [err for _, err in outputs]
+    assert f"run={tmp_path / 'whole'}" in outputs[0][0]  # rank 0's last line, flushed before its os._exit
     stopped, uninterrupted = final_weights(tmp_path / "stopped"), final_weights(tmp_path / "whole")
     for name in uninterrupted:
         assert torch.equal(stopped[name], uninterrupted[name]), name
