@@ -22,7 +22,7 @@ def without_times(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("epoch_seconds", "samples_per_second")}
 
 
-@pytest.mark.parametrize("preset, overrides", [("ff-bench", ["method.negatives=hard"]), ("backprop-mlp", ["train.granularity=layer"])])
+@pytest.mark.parametrize("preset, overrides", [("ff-bench", ["method.negatives=hard", "model.dropout=0.3", "model.input_dropout=0.1"]), ("backprop-mlp", ["train.granularity=layer"])])
 def test_stop_inside_an_epoch_and_resume_is_exact(tmp_path, preset, overrides):
     data = tiny_splits(tmp_path)
     config = tiny_config(preset, tmp_path, "optim.schedule=linear-decay", *overrides)

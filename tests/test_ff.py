@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hypothesis import given
@@ -10,7 +12,10 @@ from hypothesis import strategies as st
 from helpers import random_images, tiny_config, tiny_splits
 from locallearn.engine import Trainer
 from locallearn.evaluate import classify
+from locallearn.errors import UsageError
+from locallearn.nn.backbones import build_backbone
 from locallearn.nn.layers import DenseLayer
+from locallearn.nn.noise import Dropout
 from locallearn.objectives.goodness import FFGoodnessLoss, goodness, softplus_loss, symba_loss
 from locallearn.views.base import Views
 from locallearn.views.labels import hard_wrong_labels, overlay_every_label, overlay_labels, overlay_neutral, uniform_wrong_labels
@@ -107,7 +112,7 @@ def test_batched_goodness_classification_equals_one_label_at_a_time(tmp_path):
             torch.testing.assert_close(g[:, label], goodness(out, "sum"))
 
 
-@pytest.mark.parametrize("overrides", [[], ["method.negatives=hard"], ["method.loss=symba", "method.goodness=mean"], ["method.peer_weight=0.03"]])
+@pytest.mark.parametrize("overrides", [[], ["method.negatives=hard"], ["method.loss=symba", "method.goodness=mean"], ["method.peer_weight=0.03"], ["model.dropout=0.2"]])
 def test_supervised_ff_learns_the_synthetic_task(tmp_path, overrides):
     """A few epochs on the synthetic bars data take goodness classification far above chance (10%)."""
     data = tiny_splits(tmp_path)
@@ -161,3 +166,36 @@ def test_peer_normalisation_reaches_a_dead_unit_only_through_the_full_gradient_r
     loss.backward()
     dead_grad = layer[1].bias.grad[0]
     assert dead_grad < 0 if activation == "relu-fullgrad" else dead_grad == 0  # a descent step raises the dead unit
+
+
+def test_dropout_zeroes_a_fraction_p_scales_the_rest_replays_from_its_state_and_is_off_in_eval():
+    torch.manual_seed(0)
+    drop = Dropout(0.25)
+    x = torch.rand(200, 500) + 0.5
+    first, second = drop(x), drop(x)
+    assert not torch.equal(first, second)
+    kept = first != 0
+    assert float(kept.float().mean()) == pytest.approx(0.75, abs=0.01)
+    torch.testing.assert_close(first[kept], x[kept] / 0.75)
+    replay = Dropout(0.25)
+    replay.load_state_dict(copy.deepcopy(drop.state_dict()))
+    assert torch.equal(replay(x), drop(x))  # the stream is in the state dict: a resumed run drops the same units
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_dropout_keys_place_dropout_on_the_first_layer_input_and_on_the_later_ones(tmp_path):
+    layers = build_backbone(tiny_config("ff-bench", tmp_path, "model.input_dropout=0.1", "model.dropout=0.3").model, (1, 28, 28))
+    assert [[m.p for m in layer if isinstance(m, Dropout)] for layer in layers] == [[0.1], [0.3], [0.3]]
+    with pytest.raises(UsageError, match="model.dropout and model.input_dropout apply to mlp, conv and locally-connected layers, not model.arch=vgg"):
+        build_backbone(tiny_config("ff-bench", tmp_path, "model.arch=vgg", "model.channels=[4]", "model.dropout=0.3").model, (1, 28, 28))
+
+
+def test_hard_negative_refresh_scores_the_net_without_dropout(tmp_path):
+    """Each dropout stream advances once per training step: the refresh before the epoch runs in eval mode."""
+    data = tiny_splits(tmp_path)
+    calls = {}
+    for negatives in ("uniform", "hard"):
+        trainer = Trainer(tiny_config("ff-bench", tmp_path, f"method.negatives={negatives}", "model.dropout=0.5"), data)
+        trainer.train_epoch()
+        calls[negatives] = [int(m.stream[1]) for m in trainer.net.modules() if isinstance(m, Dropout)]
+    assert calls["hard"] == calls["uniform"] and calls["uniform"][0] > 0, calls

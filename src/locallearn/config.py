@@ -72,7 +72,11 @@ class ModelConfig(Section):
     base width `width`; `stem` is ImageNet's 7x7/2 conv + max-pool or, for small images, one
     3x3/1 conv (`auto`: ImageNet's for inputs of 128 pixels or more). `activity_noise`
     (vgg, resnet): in training, Gaussian noise of this many times the activity's std is
-    added to every layer's (stage's) output (Siddiqui et al. 2023 used 0.25).
+    added to every layer's (stage's) output (Siddiqui et al. 2023 used 0.25). `dropout`
+    (mlp, conv, locally-connected): in training, the normalised input units of every layer
+    after the first are zeroed with this probability (inverted dropout, on a stream saved
+    with the weights); `input_dropout` does the same to the first layer's input, the image
+    (in supervised FF, the image with its label).
     """
 
     arch: Literal["mlp", "locally-connected", "conv", "vgg", "resnet18", "resnet50"] = "mlp"
@@ -91,6 +95,8 @@ class ModelConfig(Section):
     width: int = Field(64, gt=0)
     stem: Literal["auto", "small", "imagenet"] = "auto"
     activity_noise: float = Field(0.0, ge=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    input_dropout: float = Field(0.0, ge=0, lt=1)
 
     @field_validator("hidden", "channels")
     @classmethod

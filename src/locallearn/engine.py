@@ -190,14 +190,15 @@ class Trainer:
         `partial` then holds where the epoch stands, so that a checkpoint can continue it exactly.
         In pipeline mode the record and the whole network's state end up on rank 0.
         """
-        self.net.train()
         start = time.perf_counter()
         part = self.partial
         if part is None:
             if self.dist.rank == 0 or self.dist.data_parallel:
                 generator = epoch_generator(self.config.train.seed, self.epoch, self.device)
+                self.net.eval()  # a method's look at the net before the epoch (hard negatives) sees no dropout, no batch statistics
                 self.method.start_epoch(self.net, self.epoch, self.data.train_x, self.data.train_y, generator, self.config.data.eval_batch_size)
             part = EpochProgress(sums=[{} for _ in self.net.blocks])
+        self.net.train()
         optimizers = [self.optimizers[i] for i in self.own]
         stopped = False
         for views in self.link.views(part.step):

@@ -14,7 +14,7 @@ from locallearn.nn.vgg import vgg_layers
 
 def mlp_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
     """Dense layers of widths `hidden`; the first flattens the image."""
-    return build_layers("mlp", model.hidden, input_shape, model.activation, model.input_norm)
+    return build_layers("mlp", model.hidden, input_shape, model.activation, model.input_norm, (model.input_dropout, model.dropout))
 
 
 def image_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
@@ -36,7 +36,7 @@ def image_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
         else:
             op = LocallyConnected2d(channels, out, pooled, kernel, stride, padding)
         per_position = model.norm_over == "position" and i > 0
-        layers.append(ImageLayer(op, out, model.activation, model.input_norm, per_position, pool, model.pool_kind, model.out_norm))
+        layers.append(ImageLayer(op, out, model.activation, model.input_norm, per_position, pool, model.pool_kind, model.out_norm, model.dropout if i else model.input_dropout))
         channels = out
     return layers
 
@@ -48,4 +48,6 @@ def build_backbone(model, input_shape: tuple[int, ...]) -> list[nn.Module]:
     """The layers of `model` (a `ModelConfig`) for (C, H, W) inputs, in order; each has `out_features`."""
     if model.arch not in BUILDERS:
         raise UsageError(f"model.arch={model.arch} has no backbone builder; valid: {', '.join(sorted(BUILDERS))}")
+    if (model.dropout or model.input_dropout) and model.arch not in ("mlp", "conv", "locally-connected"):
+        raise UsageError(f"model.dropout and model.input_dropout apply to mlp, conv and locally-connected layers, not model.arch={model.arch} (its regulariser is model.activity_noise)")
     return BUILDERS[model.arch](model, tuple(input_shape))

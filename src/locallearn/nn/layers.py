@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from locallearn.nn.noise import Dropout
+
 EPS = 1e-8
 
 
@@ -64,11 +66,16 @@ class ReLUFullGrad(nn.Module):
 ACTIVATIONS = {"relu": nn.ReLU, "relu-fullgrad": ReLUFullGrad, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
-class DenseLayer(nn.Sequential):
-    """normalise input -> linear -> activation: one layer of an FF or backprop MLP."""
+def dropout(p: float) -> list[nn.Module]:
+    """A dropout module for a layer's normalised input, or none when `p` is 0."""
+    return [Dropout(p)] if p else []
 
-    def __init__(self, in_features: int, out_features: int, activation: str = "relu", input_norm: str = "rms"):
-        super().__init__(InputNorm(input_norm), nn.Linear(in_features, out_features), ACTIVATIONS[activation]())
+
+class DenseLayer(nn.Sequential):
+    """normalise input [-> dropout] -> linear -> activation: one layer of an FF or backprop MLP."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str = "relu", input_norm: str = "rms", dropout_p: float = 0.0):
+        super().__init__(InputNorm(input_norm), *dropout(dropout_p), nn.Linear(in_features, out_features), ACTIVATIONS[activation]())
         self.out_features = out_features
 
 
@@ -76,7 +83,7 @@ POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
 class ImageLayer(nn.Sequential):
-    """[pool] -> normalise -> `op` (a conv or locally connected map) -> activation [-> BatchNorm], on (B, C, H, W).
+    """[pool] -> normalise [-> dropout] -> `op` (a conv or locally connected map) -> activation [-> BatchNorm], on (B, C, H, W).
 
     The pooling (window = stride = `pool`; none when 1) is the layer's first step, so
     the previous layer's local objective sees its own full-resolution output. With
@@ -85,8 +92,8 @@ class ImageLayer(nn.Sequential):
     `out_features` is the number of output channels.
     """
 
-    def __init__(self, op: nn.Module, out_channels: int, activation: str = "relu", input_norm: str = "rms", per_position: bool = False, pool: int = 1, pool_kind: str = "max", out_norm: str = "none"):
+    def __init__(self, op: nn.Module, out_channels: int, activation: str = "relu", input_norm: str = "rms", per_position: bool = False, pool: int = 1, pool_kind: str = "max", out_norm: str = "none", dropout_p: float = 0.0):
         pooling = [POOLS[pool_kind](pool)] if pool > 1 else []
         batch_norm = [nn.BatchNorm2d(out_channels)] if out_norm == "batch" else []
-        super().__init__(*pooling, InputNorm(input_norm, per_position), op, ACTIVATIONS[activation](), *batch_norm)
+        super().__init__(*pooling, InputNorm(input_norm, per_position), *dropout(dropout_p), op, ACTIVATIONS[activation](), *batch_norm)
         self.out_features = out_channels

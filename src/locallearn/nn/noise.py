@@ -1,4 +1,4 @@
-"""Noise injected into the activity between layers during training (Siddiqui et al. 2023, section 4)."""
+"""Noise injected into activities during training: Gaussian activity noise and dropout, on streams saved with the weights."""
 
 from __future__ import annotations
 
@@ -6,13 +6,26 @@ import torch
 from torch import nn
 
 
-class ActivityNoise(nn.Module):
+class _SeededNoise(nn.Module):
+    """A training-only noise whose random stream is a buffer: a seed drawn from torch's
+    generator at construction and a call counter. It is saved with the weights, so a
+    resumed run draws the same noise as an uninterrupted one."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("stream", torch.stack([torch.randint(2**62, ()), torch.tensor(0)]))
+
+    def next_generator(self, device: torch.device) -> torch.Generator:
+        seed, calls = self.stream.tolist()
+        self.stream[1] += 1
+        return torch.Generator(device=device).manual_seed(seed + calls)
+
+
+class ActivityNoise(_SeededNoise):
     """Adds Gaussian noise of `std` times the batch activity's std, in training mode only.
 
     Placed at the end of a layer, the noise reaches that layer's local loss and the next
-    layer's input (the paper's "all" variant; it used std=0.25). The random stream is a
-    buffer (a seed drawn from torch's generator at construction, and a call counter), so
-    it is saved with the weights and a resumed run draws the same noise.
+    layer's input (Siddiqui et al. 2023, section 4: the "all" variant; it used std=0.25).
 
     Example:
         >>> layer = nn.Sequential(nn.Conv2d(3, 64, 3), ActivityNoise(0.25))
@@ -21,16 +34,38 @@ class ActivityNoise(nn.Module):
     def __init__(self, std: float):
         super().__init__()
         self.std = std
-        self.register_buffer("stream", torch.stack([torch.randint(2**62, ()), torch.tensor(0)]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        seed, calls = self.stream.tolist()
-        self.stream[1] += 1
-        generator = torch.Generator(device=x.device).manual_seed(seed + calls)
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = torch.randn(x.shape, generator=self.next_generator(x.device), device=x.device, dtype=x.dtype)
         return x + self.std * x.detach().std() * noise
 
     def extra_repr(self) -> str:
         return f"std={self.std}"
+
+
+class Dropout(_SeededNoise):
+    """Inverted dropout: in training, zeroes each unit with probability `p` and scales the rest by 1 / (1 - p).
+
+    `nn.Dropout` draws from torch's global generator, which a resumed run cannot replay;
+    this one draws from its own saved stream.
+
+    Example:
+        >>> layer = nn.Sequential(Dropout(0.2), nn.Linear(784, 2000), nn.ReLU())
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability {p} is not in [0, 1)")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, generator=self.next_generator(x.device), device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
