@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs/bench
-for preset in "${@:-ff-supervised-small backprop-mlp ff-supervised greedy-supervised e2e-supervised blockwise-barlow e2e-barlow ff-conv}"; do
+for preset in "${@:-ff-supervised-small backprop-mlp ff-supervised greedy-supervised e2e-supervised greedy-supervised-deep e2e-supervised-deep blockwise-barlow e2e-barlow ff-conv}"; do
   for p in $preset; do
     [ -f "runs/bench/$p/summary.json" ] && continue
     .venv/bin/locallearn train "$p" --out "runs/bench/$p" --quiet

@@ -146,13 +146,23 @@ def test_end_to_end_barlow_twins_is_plain_backprop_of_the_loss(data):
 
 
 def test_blockwise_and_end_to_end_presets_differ_only_in_the_cut():
-    for blockwise, e2e in [("blockwise-barlow", "e2e-barlow"), ("blockwise-vicreg", "e2e-vicreg"), ("blockwise-simclr", "e2e-simclr"), ("greedy-supervised", "e2e-supervised")]:
+    for blockwise, e2e in [("blockwise-barlow", "e2e-barlow"), ("blockwise-vicreg", "e2e-vicreg"), ("blockwise-simclr", "e2e-simclr"), ("greedy-supervised", "e2e-supervised"),
+                           ("greedy-supervised-deep", "e2e-supervised-deep")]:
         a, b = load_config(blockwise).to_dict(), load_config(e2e).to_dict()
         for tree in (a, b):
             tree.pop("description")
         assert b["train"].pop("granularity") == "end-to-end"
         a["train"].pop("granularity")
         assert a == b, (blockwise, e2e)
+
+
+def test_the_deep_greedy_preset_doubles_each_convolution_of_the_greedy_one():
+    shallow, deep = load_config("greedy-supervised").to_dict(), load_config("greedy-supervised-deep").to_dict()
+    for key in ("channels", "kernel_size", "stride", "padding", "groups"):
+        assert deep["model"].pop(key) == [v for v in shallow["model"].pop(key) for _ in range(2)], key
+    assert deep["model"].pop("pool") == [p for p in shallow["model"].pop("pool") for p in (p, 1)]  # the second of each pair keeps its size
+    for name in ("model", "method", "train", "optim", "data"):
+        assert deep[name] == shallow[name], name
 
 
 def test_activity_noise_is_scaled_reproducible_and_off_in_eval():
