@@ -199,10 +199,11 @@ def test_stop_inside_an_epoch_and_resume_is_exact_with_views_and_noise(tmp_path,
         assert torch.equal(mine, theirs), name
 
 
-def test_features_are_globally_pooled_per_block(data):
-    trainer = Trainer(config("blockwise-barlow", *TINY_VGG, "train.granularity=layer"), data)
+@pytest.mark.parametrize("probe_pool, positions", [(1, 1), (2, 4)])
+def test_features_are_each_block_pooled_to_a_grid_of_positions(data, probe_pool, positions):
+    trainer = Trainer(config("blockwise-barlow", *TINY_VGG, "train.granularity=layer", f"method.probe_pool={probe_pool}"), data)
     features = trainer.method.features(trainer.net, data.test_x[:5])
-    assert [tuple(f.shape) for f in features] == [(5, 4), (5, 8), (5, 8)]
+    assert [tuple(f.shape) for f in features] == [(5, 4 * positions), (5, 8 * positions), (5, 8 * positions)]
     assert trainer.method.predict(trainer.net, data.test_x[:5]) == {}
     assert trainer.method.readout_blocks(3) == [2]
 

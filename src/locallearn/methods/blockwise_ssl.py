@@ -6,7 +6,8 @@ view 2. Each block has its own head (`expand` 1x1-conv expansion, global average
 or SimCLR's InfoNCE (`loss`). Where the graph is cut is `train.granularity` alone:
 `block:4` on a ResNet is the paper's four stage-blocks, `end-to-end` the same network and
 loss trained by plain backprop (its baseline). The network has no classifier of its own:
-accuracy is that of linear probes on the frozen, globally pooled features of each block.
+accuracy is that of linear probes on the frozen, average-pooled features of each block
+(`probe_pool`: global pooling as the paper, or a coarse grid of positions).
 """
 
 from __future__ import annotations
