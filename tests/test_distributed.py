@@ -17,12 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
 
 from helpers import tiny_config, tiny_dataset_folder, tiny_splits
 from locallearn import run
+from locallearn.distributed.context import DistContext
 from locallearn.distributed.links import stage_bounds
 from locallearn.engine import Trainer
+from locallearn.nn.noise import Dropout
 
 COMMON = ["data.name=mnist", "data.val_size=100", "data.download=false", "data.eval_batch_size=200",
           "model.hidden=[64,64,64,64]", "train.epochs=2", "eval.probes=false", "eval.knn=false", "logging.progress=false"]
@@ -96,6 +99,25 @@ def test_pipeline_over_devices_in_one_process_equals_sequential(tmp_path, folder
         trainer.train_epoch()
     for (name, a), b in zip(one.net.state_dict().items(), spread.net.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_data_parallel_ranks_drop_different_units_from_the_same_stream(tmp_path, folder):
+    """Every rank holds the same noise buffers (DDP broadcasts rank 0's), so each mixes in its rank:
+    rank 1 drops other units than one process does, while rank 0 drops the same ones."""
+    config = tiny_config("ff-bench", folder, *COMMON[4:], "model.dropout=0.5")
+    data = tiny_splits(folder.parent)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ranks = [Trainer(config, data, dist=DistContext(rank, 2, "data")) for rank in (0, 1)]
+    finally:
+        dist.destroy_process_group()
+    alone = Trainer(config, data)
+    x = torch.ones(8, 784)
+    masks = [[m(x) for m in t.net.modules() if isinstance(m, Dropout)] for t in (alone, *ranks)]
+    assert len(masks[0]) == 3  # before layers 2-4
+    for one, rank0, rank1 in zip(*masks):
+        assert torch.equal(rank0, one)
+        assert not torch.equal(rank1, one)
 
 
 def test_stage_bounds_split_blocks_evenly():

@@ -28,6 +28,7 @@ from locallearn.lars import LARS
 from locallearn.methods.base import DataInfo, Method
 from locallearn.nn.backbones import build_backbone
 from locallearn.nn.network import Block, LocalNet, group_layers
+from locallearn.nn.noise import set_noise_rank
 from locallearn.views.base import Views
 
 
@@ -170,6 +171,7 @@ class Trainer:
             return own, [blocks[i] for i in own], PipelineLink(self, d.queue_depth)
         own = range(len(blocks))
         if self.dist.data_parallel:
+            set_noise_rank(self.net, self.dist.rank)
             ids = [self.device] if self.device.type == "cuda" else None
             return own, [DistributedDataParallel(b, device_ids=ids) for b in blocks], LocalLink(self)
         if d.devices:

@@ -6,19 +6,27 @@ import torch
 from torch import nn
 
 
+RANK_STRIDE = 0x9E3779B97F4A7C15  # odd and near 2**64 / golden ratio: rank streams never meet a counter's seeds
+
+
 class _SeededNoise(nn.Module):
     """A training-only noise whose random stream is a buffer: a seed drawn from torch's
     generator at construction and a call counter. It is saved with the weights, so a
-    resumed run draws the same noise as an uninterrupted one."""
+    resumed run draws the same noise as an uninterrupted one.
+
+    `rank` (not saved; set by `set_noise_rank`) gives each data-parallel rank its own
+    noise from the same buffer, which every rank holds alike; rank 0 draws what one
+    process draws."""
 
     def __init__(self):
         super().__init__()
         self.register_buffer("stream", torch.stack([torch.randint(2**62, ()), torch.tensor(0)]))
+        self.rank = 0
 
     def next_generator(self, device: torch.device) -> torch.Generator:
         seed, calls = self.stream.tolist()
         self.stream[1] += 1
-        return torch.Generator(device=device).manual_seed(seed + calls)
+        return torch.Generator(device=device).manual_seed((seed + calls + self.rank * RANK_STRIDE) % 2**64)
 
 
 class ActivityNoise(_SeededNoise):
@@ -69,3 +77,10 @@ class Dropout(_SeededNoise):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def set_noise_rank(net: nn.Module, rank: int) -> None:
+    """Give every noise module of `net` the stream of data-parallel rank `rank`, so ranks drop different units."""
+    for module in net.modules():
+        if isinstance(module, _SeededNoise):
+            module.rank = rank
