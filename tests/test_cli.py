@@ -40,6 +40,17 @@ def test_train_writes_the_run_folder(tmp_path, data_dir, capsys):
     assert "test_accuracy=" in capsys.readouterr().out
 
 
+def test_a_run_with_no_classifier_reports_none_and_eval_can_add_the_probes(tmp_path, data_dir, capsys):
+    """Unsupervised FF classifies only through its readout: without probes the run has no accuracy, not a crash."""
+    out = tmp_path / "run"
+    assert main(["train", "ff-unsupervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY,
+                 "train.epochs=1", "eval.probes=false", "eval.knn=false"]) == 0
+    assert "test_accuracy=none val_accuracy=none" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["test_accuracy"] is None
+    assert main(["eval", str(out), "eval.probes=true"]) == 0
+    assert 0.0 < json.loads((out / "eval.json").read_text())["readout"]["test"] <= 1.0
+
+
 def test_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, data_dir):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert train_cli(whole, data_dir, "train.epochs=3", "method.negatives=hard") == 0

@@ -66,8 +66,8 @@ def cmd_train(args) -> int:
     summary = train(config, preset, out, resume=args.resume)
     if summary is None:  # a rank other than 0: rank 0 reports
         return 0
-    print(f"test_accuracy={summary['test_accuracy']:.4f} val_accuracy={summary['val_accuracy']} "
-          f"train_seconds={summary['train_seconds']:.1f} run={out}")
+    test, val = (f"{a:.4f}" if a is not None else "none" for a in (summary["test_accuracy"], summary["val_accuracy"]))
+    print(f"test_accuracy={test} val_accuracy={val} train_seconds={summary['train_seconds']:.1f} run={out}")
     return 0
 
 
