@@ -19,12 +19,17 @@ def widths(model: dict) -> str:
     return "×".join(map(str, model["hidden"] if model["arch"] == "mlp" else model["channels"]))
 
 
+def pct(accuracy: float | None) -> str:
+    """A percentage, or a dash for a run without that number (no classifier, or `data.val_size=0`)."""
+    return "–" if accuracy is None else f"{100 * accuracy:.2f}"
+
+
 def row(run: Path) -> str:
     s = json.loads((run / "summary.json").read_text())
     c = yaml.safe_load((run / "config.yaml").read_text())
     blocks = ", ".join(f"{b['name']} {100 * b['probe_accuracy']:.1f}" for b in s["per_block"] if b.get("probe_accuracy") is not None)
-    return (f"| {s['preset']} | {c['model']['arch']} {widths(c['model'])} | {s['epochs']} | {100 * s['test_accuracy']:.2f} "
-            f"({s['classifier']}) | {100 * (s['val_accuracy'] or 0):.2f} | {s['train_seconds'] / 60:.1f} min | {s['seconds_per_epoch']:.1f} s "
+    return (f"| {s['preset']} | {c['model']['arch']} {widths(c['model'])} | {s['epochs']} | {pct(s['test_accuracy'])} "
+            f"({s['classifier']}) | {pct(s['val_accuracy'])} | {s['train_seconds'] / 60:.1f} min | {s['seconds_per_epoch']:.1f} s "
             f"| {s['samples_per_second']:.0f} | {s['peak_rss_mb']:.0f} MB | {blocks} |")
 
 

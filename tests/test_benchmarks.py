@@ -8,6 +8,7 @@
   an epoch from the same start (without flips, whose coins the two draw differently).
 - goodness_combinations scores a saved run's plain goodness sum and single layers exactly as
   the engine does.
+- table prints a dash, not a number, for an accuracy a run does not have.
 """
 
 from __future__ import annotations
@@ -98,3 +99,12 @@ def test_goodness_combinations_score_a_run_as_the_engine_does(tmp_path, data_dir
     named = combinations.combinations(2, goodness.flatten(1).std(dim=1))
     assert combinations.accuracy(named["sum of all layers (method.skip_first=false)"](goodness), labels) == pytest.approx(100 * engine["goodness"])
     assert combinations.accuracy(named["layer 2 alone"](goodness), labels) == pytest.approx(100 * engine["layer2"])
+
+
+def test_results_table_marks_missing_accuracies_with_a_dash(tmp_path, data_dir):
+    """A run with no classifier and no validation split (`data.val_size=0`) still gets its row, not a crash or a fake 0.00."""
+    table = load_benchmark("table")
+    out = tmp_path / "run"
+    assert main(["train", "ff-unsupervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY,
+                 "train.epochs=1", "data.val_size=0", "eval.probes=false", "eval.knn=false"]) == 0
+    assert "| – (readout) | – |" in table.row(out)

@@ -51,6 +51,19 @@ def test_a_run_with_no_classifier_reports_none_and_eval_can_add_the_probes(tmp_p
     assert 0.0 < json.loads((out / "eval.json").read_text())["readout"]["test"] <= 1.0
 
 
+def test_a_run_without_a_validation_split_trains_evaluates_and_reports_none(tmp_path, data_dir, capsys):
+    """`data.val_size=0` (the final run on every training example): no validation anywhere, test numbers as usual."""
+    out = tmp_path / "run"
+    assert train_cli(out, data_dir, "train.epochs=1", "data.val_size=0") == 0
+    assert "val_accuracy=none" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["val_accuracy"] is None and 0.0 < summary["test_accuracy"] <= 1.0
+    assert all(b["probe_val_accuracy"] is None and 0.0 < b["probe_accuracy"] <= 1.0 for b in summary["per_block"])
+    assert "val" not in json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert main(["eval", str(out)]) == 0
+    assert json.loads((out / "eval.json").read_text())["val"] == {}
+
+
 def test_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, data_dir):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert train_cli(whole, data_dir, "train.epochs=3", "method.negatives=hard") == 0

@@ -102,9 +102,10 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
 
 
 @torch.no_grad()
-def probe_accuracy(probe: LinearProbe, features: torch.Tensor, labels: torch.Tensor) -> float:
+def probe_accuracy(probe: LinearProbe, features: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Accuracy (0..1) of `probe` on the features; None for an empty split (e.g. `data.val_size=0`)."""
     if features.shape[0] == 0:
-        return float("nan")
+        return None
     return float((probe(features).argmax(1) == labels).float().mean())
 
 

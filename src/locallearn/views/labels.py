@@ -12,7 +12,7 @@ def overlay_labels(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
     label looks like image content (Hinton 2022, section 3.3).
     """
     out = images.clone()
-    flat = out.view(out.shape[0], -1)
+    flat = out.flatten(1)  # a view; unlike view(B, -1), also of an empty batch
     flat[:, :num_classes] = low
     flat[torch.arange(flat.shape[0], device=flat.device), labels] = high
     return out
@@ -21,7 +21,7 @@ def overlay_labels(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
 def overlay_neutral(images: torch.Tensor, num_classes: int, low: float, high: float) -> torch.Tensor:
     """Copy of `images` with the label pixels all at 0.1 of white: the "neutral label" of the paper."""
     out = images.clone()
-    out.view(out.shape[0], -1)[:, :num_classes] = low + 0.1 * (high - low)
+    out.flatten(1)[:, :num_classes] = low + 0.1 * (high - low)
     return out
 
 
