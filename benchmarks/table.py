@@ -11,17 +11,14 @@ from pathlib import Path
 
 import yaml
 
+from locallearn.report import pct
+
 
 def widths(model: dict) -> str:
     """The widths that define the network: hidden units of an MLP, channels of a conv net, a ResNet's base width."""
     if model["arch"].startswith("resnet"):
         return f"width {model['width']}"
     return "×".join(map(str, model["hidden"] if model["arch"] == "mlp" else model["channels"]))
-
-
-def pct(accuracy: float | None) -> str:
-    """A percentage, or a dash for a run without that number (no classifier, or `data.val_size=0`)."""
-    return "–" if accuracy is None else f"{100 * accuracy:.2f}"
 
 
 def row(run: Path) -> str:

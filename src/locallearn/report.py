@@ -165,9 +165,13 @@ def plot_goodness_histograms(trainer, path: Path, generator: torch.Generator) ->
 COLUMNS = ["run", "method", "granularity", "dataset", "epochs", "test acc %", "val acc %", "probe acc % per block", "train time", "samples/s", "peak RSS MB"]
 
 
+def pct(accuracy: float | None) -> str:
+    """A percentage, or a dash for a number a run does not have (no classifier, or `data.val_size=0`)."""
+    return "–" if accuracy is None else f"{100 * accuracy:.2f}"
+
+
 def table_row(run: Run) -> list[str]:
     s, c = run.summary or {}, run.config
-    pct = lambda v: "–" if v is None else f"{100 * v:.2f}"
     probes = " / ".join(pct(b.get("probe_accuracy")) for b in s.get("per_block", []))
     seconds = s.get("train_seconds", sum(r["epoch_seconds"] for r in run.history))
     return [run.name, c["method"]["name"], c["train"]["granularity"], c["data"]["name"], str(s.get("epochs", len(run.history))),
