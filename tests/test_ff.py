@@ -154,6 +154,26 @@ def test_augmented_views_flip_the_image_and_then_write_the_label(tmp_path):
     assert torch.allclose(negatives, overlay_labels(x.flip(-1), wrong, 10, low, high), atol=1e-5)
 
 
+def test_label_strength_scales_the_lit_label_pixel_in_training_classification_and_the_readout(tmp_path):
+    data = tiny_splits(tmp_path)
+    trainer = Trainer(tiny_config("ff-bench", tmp_path, "method.label_strength=3"), data)
+    low, high = data.pixel_low, data.pixel_high
+    lit = low + 3 * (high - low)
+    x, y, index = next(iter(trainer.batcher.batches(0)))
+    views = trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0))
+    labels = views.inputs.flatten(1)[:, :10]
+    assert torch.allclose(labels.max(1).values, torch.full((labels.shape[0],), lit)) and torch.equal(labels.argmax(1)[: x.shape[0]], y)
+    net = trainer.net
+    first = net.blocks[0]
+    seen = []
+    handle = first.register_forward_pre_hook(lambda module, args: seen.append(args[0].flatten(1)[:, :10].clone()))
+    trainer.method.goodness_per_label(net, x[:3])
+    trainer.method.features(net, x[:3])
+    handle.remove()
+    assert torch.allclose(seen[0], overlay_every_label(x[:3], 10, low, lit).flatten(1)[:, :10])
+    assert torch.allclose(seen[1], torch.full((3, 10), low + 0.1 * (lit - low)))
+
+
 @pytest.mark.parametrize("activation", ["relu", "relu-fullgrad"])
 def test_peer_normalisation_reaches_a_dead_unit_only_through_the_full_gradient_relu(activation):
     layer = DenseLayer(6, 4, activation)

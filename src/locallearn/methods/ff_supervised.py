@@ -25,13 +25,18 @@ from locallearn.views.labels import hard_wrong_labels, overlay_every_label, over
 
 
 class FFSupervisedOptions(FFOptions):
-    """`augment`: if set, each training image is one random view (`views.augment`) before its label is written in."""
+    """`augment`: if set, each training image is one random view (`views.augment`) before its label is written in.
+
+    `label_strength`: the label's lit pixel in units of the black-to-white range (1: a white
+    pixel, as the paper); larger values weigh the label more against the image in layer 1.
+    """
 
     negatives: Literal["uniform", "hard"] = "uniform"
     hard_refresh_epochs: int = Field(1, gt=0)
     skip_first: bool = True
     classifier: Literal["goodness", "readout"] = "goodness"
     augment: Optional[AugmentOptions] = None
+    label_strength: float = Field(1.0, gt=0)
 
 
 class FFSupervised(Method):
@@ -46,8 +51,13 @@ class FFSupervised(Method):
     def objective(self, index: int, num_blocks: int, width: int) -> FFGoodnessLoss:
         return ff_objective(self.options, width)
 
+    def _label_range(self) -> tuple[float, float]:
+        """The (unlit, lit) values of the label pixels."""
+        low = self.data.pixel_low
+        return low, low + self.options.label_strength * (self.data.pixel_high - low)
+
     def _overlay(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return overlay_labels(x, labels, self.data.num_classes, self.data.pixel_low, self.data.pixel_high)
+        return overlay_labels(x, labels, self.data.num_classes, *self._label_range())
 
     def make_views(self, x, y, index, generator) -> Views:
         if self.options.negatives == "hard" and self.hard_labels is not None:
@@ -74,7 +84,7 @@ class FFSupervised(Method):
     @torch.no_grad()
     def goodness_per_label(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, C) goodness of every block for every candidate label, from one pass of B*C inputs (never differentiated)."""
-        inputs = overlay_every_label(x, self.data.num_classes, self.data.pixel_low, self.data.pixel_high)
+        inputs = overlay_every_label(x, self.data.num_classes, *self._label_range())
         return [block.objective.score(out).view(x.shape[0], -1) for block, out in zip(net.blocks, net.forward_blocks(inputs))]
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -83,7 +93,7 @@ class FFSupervised(Method):
 
     def features(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
         """Normalised activities of each block for the image with a neutral label (the paper's readout input)."""
-        neutral = overlay_neutral(x, self.data.num_classes, self.data.pixel_low, self.data.pixel_high)
+        neutral = overlay_neutral(x, self.data.num_classes, *self._label_range())
         return probe_features(net.forward_blocks(neutral), self.options.probe_pool)
 
     def state(self) -> dict[str, torch.Tensor]:
