@@ -163,12 +163,10 @@ def test_label_strength_scales_the_lit_label_pixel_in_training_classification_an
     views = trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0))
     labels = views.inputs.flatten(1)[:, :10]
     assert torch.allclose(labels.max(1).values, torch.full((labels.shape[0],), lit)) and torch.equal(labels.argmax(1)[: x.shape[0]], y)
-    net = trainer.net
-    first = net.blocks[0]
-    seen = []
-    handle = first.register_forward_pre_hook(lambda module, args: seen.append(args[0].flatten(1)[:, :10].clone()))
-    trainer.method.goodness_per_label(net, x[:3])
-    trainer.method.features(net, x[:3])
+    seen = []  # the label pixels of what layer 1 receives
+    handle = trainer.net.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].flatten(1)[:, :10].clone()))
+    trainer.method.goodness_per_label(trainer.net, x[:3])
+    trainer.method.features(trainer.net, x[:3])
     handle.remove()
     assert torch.allclose(seen[0], overlay_every_label(x[:3], 10, low, lit).flatten(1)[:, :10])
     assert torch.allclose(seen[1], torch.full((3, 10), low + 0.1 * (lit - low)))
