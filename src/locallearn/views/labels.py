@@ -19,7 +19,7 @@ def overlay_labels(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
 
 
 def overlay_neutral(images: torch.Tensor, num_classes: int, low: float, high: float) -> torch.Tensor:
-    """Copy of `images` with the label pixels all at 0.1 of white: the "neutral label" of the paper."""
+    """Copy of `images` with the label pixels all a tenth of the way from `low` to `high`: the "neutral label" of the paper."""
     out = images.clone()
     out.flatten(1)[:, :num_classes] = low + 0.1 * (high - low)
     return out
