@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -114,10 +117,20 @@ def test_eval_overrides_change_the_scoring_not_the_weights(tmp_path, data_dir, c
     assert "unknown key 'method.skip_frist'" in one_line_error(capsys)
 
 
-def test_presets_lists_every_preset(capsys):
+def test_presets_lists_every_preset_with_descriptions_in_one_column(capsys):
     assert main(["presets"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert {"ff-supervised", "ff-supervised-small", "backprop-mlp", "ff-bench"} <= set(names)
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert {"ff-supervised", "ff-supervised-small", "backprop-mlp", "ff-bench", "blockwise-barlow-imagenet"} <= set(names)
+    assert len({len(line) - len(line[len(name):].lstrip()) for line, name in zip(lines, names)}) == 1
+
+
+def test_output_into_a_closed_pipe_ends_quietly_with_the_sigpipe_status():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `locallearn presets | head` once head has exited
+    result = subprocess.run([sys.executable, "-m", "locallearn", "presets"], stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    assert result.returncode == 141 and result.stderr == ""
 
 
 def one_line_error(capsys) -> str:

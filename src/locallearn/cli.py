@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -74,9 +75,11 @@ def cmd_train(args) -> int:
 def cmd_presets(args) -> int:
     from locallearn.config import preset_names, preset_text
 
-    for name in preset_names():
+    names = preset_names()
+    width = max(map(len, names))
+    for name in names:
         description = (load_yaml(preset_text(name)) or {}).get("description", "")
-        print(f"{name:24s} {description}")
+        print(f"{name:{width}s}  {description}")
     return 0
 
 
@@ -113,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("locallearn: interrupted; the last completed epoch is checkpointed (continue with --resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # whoever read stdout stopped early (`locallearn presets | head -3`): end quietly, as a
+        # process killed by SIGPIPE would, and keep the final flush at exit from failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 def run() -> None:
