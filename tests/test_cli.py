@@ -13,7 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from helpers import TINY
-from locallearn import run
+from locallearn import cli, run
 from locallearn.cli import main
 from locallearn.config import load_config
 
@@ -131,6 +131,15 @@ def test_output_into_a_closed_pipe_ends_quietly_with_the_sigpipe_status():
     result = subprocess.run([sys.executable, "-m", "locallearn", "presets"], stdout=write_end, stderr=subprocess.PIPE, text=True)
     os.close(write_end)
     assert result.returncode == 141 and result.stderr == ""
+
+
+def test_a_broken_pipe_other_than_stdout_is_not_hidden(monkeypatch):
+    def lost_peer(args):
+        raise BrokenPipeError("a worker's pipe")
+
+    monkeypatch.setitem(cli.COMMANDS, "presets", lost_peer)
+    with pytest.raises(BrokenPipeError):
+        main(["presets"])
 
 
 def one_line_error(capsys) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import sys
 import time
@@ -117,10 +118,19 @@ def main(argv: list[str] | None = None) -> int:
         print("locallearn: interrupted; the last completed epoch is checkpointed (continue with --resume)", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        if not stdout_is_closed():
+            raise  # another pipe broke: not ours to hide
         # whoever read stdout stopped early (`locallearn presets | head -3`): end quietly, as a
         # process killed by SIGPIPE would, and keep the final flush at exit from failing again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+
+
+def stdout_is_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on its write end)."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def run() -> None:
