@@ -49,27 +49,34 @@ def test_every_label_overlay_is_image_major():
             assert torch.equal(row[10:], x[i].flatten()[10:])
 
 
-@given(st.lists(st.integers(0, 9), min_size=1, max_size=64), st.integers(0, 2**31))
-def test_uniform_wrong_label_is_never_the_true_one(labels, seed):
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=64), st.integers(1, 9), st.integers(0, 2**31))
+def test_uniform_wrong_labels_are_distinct_and_never_the_true_one(labels, count, seed):
     y = torch.tensor(labels)
-    wrong = uniform_wrong_labels(y, 10, torch.Generator().manual_seed(seed))
-    assert ((wrong != y) & (wrong >= 0) & (wrong < 10)).all()
+    wrong = uniform_wrong_labels(y, 10, torch.Generator().manual_seed(seed), count)
+    assert wrong.shape == (len(labels), count)
+    assert ((wrong != y.unsqueeze(1)) & (wrong >= 0) & (wrong < 10)).all()
+    assert (wrong.sort(dim=1).values.diff(dim=1) > 0).all()
 
 
-def test_uniform_wrong_labels_cover_all_other_classes():
+@pytest.mark.parametrize("count", [1, 3])
+def test_uniform_wrong_labels_cover_all_other_classes_in_every_draw(count):
     y = torch.zeros(9000, dtype=torch.long)
-    counts = torch.bincount(uniform_wrong_labels(y, 10, torch.Generator().manual_seed(0)), minlength=10)
-    assert counts[0] == 0
-    assert (counts[1:] > 850).all() and (counts[1:] < 1150).all()
+    wrong = uniform_wrong_labels(y, 10, torch.Generator().manual_seed(0), count)
+    for k in range(count):  # the k-th draw alone is uniform too, not only the set
+        counts = torch.bincount(wrong[:, k], minlength=10)
+        assert counts[0] == 0
+        assert (counts[1:] > 850).all() and (counts[1:] < 1150).all()
 
 
-def test_hard_wrong_labels_follow_the_belief_and_exclude_the_truth():
+def test_hard_wrong_labels_follow_the_belief_are_distinct_and_exclude_the_truth():
     scores = torch.tensor([[10.0, 9.0, 0.0, 0.0], [0.0, 20.0, 0.0, 0.0]]).repeat(500, 1)
     y = torch.tensor([0, 1]).repeat(500)
-    wrong = hard_wrong_labels(scores, y, torch.Generator().manual_seed(0))
+    wrong = hard_wrong_labels(scores, y, torch.Generator().manual_seed(0)).squeeze(1)
     assert (wrong != y).all()
     first = wrong[0::2]
     assert (first == 1).float().mean() > 0.95  # the most believed wrong label dominates
+    pairs = hard_wrong_labels(scores, y, torch.Generator().manual_seed(0), count=3)
+    assert (pairs != y.unsqueeze(1)).all() and (pairs.sort(dim=1).values.diff(dim=1) > 0).all()
 
 
 def test_goodness_losses_match_the_formulas():
@@ -80,6 +87,31 @@ def test_goodness_losses_match_the_formulas():
     activity = torch.tensor([[1.0, 2.0], [0.0, 3.0]])
     assert goodness(activity, "sum").tolist() == [5.0, 9.0]
     assert goodness(activity, "mean").tolist() == [2.5, 4.5]
+
+
+def test_several_negatives_per_positive_weigh_as_much_as_the_positives_and_pair_with_their_own_in_symba():
+    g_pos, g_neg = torch.tensor([3.0, 5.0]), torch.tensor([1.0, 6.0, 2.0, 7.0])  # two groups of negatives, each in the positives' order
+    pos_part = torch.log1p(torch.exp(4 - g_pos)).mean()
+    neg_part = torch.log1p(torch.exp(g_neg - 4)).mean()
+    assert softplus_loss(g_pos, g_neg, 4.0) == pytest.approx(float(pos_part + neg_part) / 2)
+    paired = torch.log1p(torch.exp(-2 * (torch.tensor([3.0, 5.0, 3.0, 5.0]) - g_neg))).mean()
+    assert symba_loss(g_pos, g_neg, 2.0) == pytest.approx(float(paired))
+
+
+def test_each_positive_is_shown_with_distinct_wrong_labels_in_one_batched_pass(tmp_path):
+    data = tiny_splits(tmp_path)
+    trainer = Trainer(tiny_config("ff-bench", tmp_path, "method.negatives_per_positive=3"), data)
+    x, y, index = next(iter(trainer.batcher.batches(0)))
+    views = trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0))
+    b = x.shape[0]
+    assert views.num_positive == b and views.inputs.shape[0] == 4 * b
+    shown = views.inputs.flatten(1)[:, :10].argmax(1).view(4, b)  # group 0: positives, then one group per negative
+    assert torch.equal(shown[0], y)
+    assert (shown[1:] != y).all() and (shown[1:].sort(dim=0).values.diff(dim=0) > 0).all()
+    images = views.inputs.flatten(1)[:, 10:].view(4, b, -1)
+    assert torch.equal(images, x.flatten(1)[:, 10:].expand(4, -1, -1))
+    with pytest.raises(UsageError, match="at most 9"):
+        Trainer(tiny_config("ff-bench", tmp_path, "method.negatives_per_positive=10"), data)
 
 
 def test_ff_loss_falls_when_positives_grow_and_negatives_shrink():
@@ -127,17 +159,18 @@ def test_supervised_ff_learns_the_synthetic_task(tmp_path, overrides):
         assert after["layer2"] > 0.3, after  # deeper layers learn too, from the detached output of the first
 
 
-def test_hard_negatives_come_from_the_models_belief(tmp_path):
+@pytest.mark.parametrize("count", [1, 2])
+def test_hard_negatives_come_from_the_models_belief(tmp_path, count):
     data = tiny_splits(tmp_path)
-    trainer = Trainer(tiny_config("ff-bench", tmp_path, "method.negatives=hard"), data)
+    trainer = Trainer(tiny_config("ff-bench", tmp_path, "method.negatives=hard", f"method.negatives_per_positive={count}"), data)
     trainer.train_epoch()
     trainer.method.start_epoch(trainer.net, 1, data.train_x, data.train_y, torch.Generator().manual_seed(0), 200)
     hard = trainer.method.hard_labels
-    assert hard.shape == data.train_y.shape and (hard != data.train_y).all()
+    assert hard.shape == (data.train_y.shape[0], count) and (hard != data.train_y.unsqueeze(1)).all()
     x, y, index = next(iter(trainer.batcher.batches(1)))
     views = trainer.method.make_views(x, y, index, torch.Generator())
     negatives = views.inputs[x.shape[0]:].flatten(1)[:, :10]
-    assert torch.equal(negatives.argmax(1), hard[index])
+    assert torch.equal(negatives.argmax(1), hard[index].t().flatten())
 
 
 def test_augmented_views_flip_the_image_and_then_write_the_label(tmp_path):

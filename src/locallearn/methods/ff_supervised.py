@@ -27,11 +27,15 @@ from locallearn.views.labels import hard_wrong_labels, overlay_every_label, over
 class FFSupervisedOptions(FFOptions):
     """`augment`: if set, each training image is one random view (`views.augment`) before its label is written in.
 
+    `negatives_per_positive`: how many distinct wrong labels each positive is shown with;
+    together the negatives weigh as much in the loss as the positives.
+
     `label_strength`: the label's lit pixel in units of the black-to-white range (1: a white
     pixel, as the paper); larger values weigh the label more against the image in layer 1.
     """
 
     negatives: Literal["uniform", "hard"] = "uniform"
+    negatives_per_positive: int = Field(1, gt=0)
     hard_refresh_epochs: int = Field(1, gt=0)
     skip_first: bool = True
     classifier: Literal["goodness", "readout"] = "goodness"
@@ -46,6 +50,9 @@ class FFSupervised(Method):
 
     def __init__(self, options: FFSupervisedOptions, data):
         super().__init__(options, data)
+        if options.negatives_per_positive >= data.num_classes:
+            raise UsageError(f"method.negatives_per_positive={options.negatives_per_positive} asks for more wrong labels than there are: "
+                             f"the data has {data.num_classes} classes, so at most {data.num_classes - 1}")
         self.hard_labels: torch.Tensor | None = None
 
     def objective(self, index: int, num_blocks: int, width: int) -> FFGoodnessLoss:
@@ -60,13 +67,14 @@ class FFSupervised(Method):
         return overlay_labels(x, labels, self.data.num_classes, *self._label_range())
 
     def make_views(self, x, y, index, generator) -> Views:
+        count = self.options.negatives_per_positive
         if self.options.negatives == "hard" and self.hard_labels is not None:
             wrong = self.hard_labels[index]
         else:
-            wrong = uniform_wrong_labels(y, self.data.num_classes, generator)
+            wrong = uniform_wrong_labels(y, self.data.num_classes, generator, count)
         if self.options.augment is not None:
             x = augment(x, self.options.augment, self.data.pixel_low, self.data.pixel_high, generator)
-        inputs = self._overlay(torch.cat([x, x]), torch.cat([y, wrong]))
+        inputs = self._overlay(torch.cat([x] * (count + 1)), torch.cat([y, wrong.t().flatten()]))
         return Views(inputs=inputs, num_positive=x.shape[0], labels=y)
 
     def start_epoch(self, net, epoch, train_x, train_y, generator, batch_size) -> None:
@@ -78,7 +86,7 @@ class FFSupervised(Method):
         chunks = []
         for start in range(0, train_x.shape[0], batch_size):
             scores = self.predict(net, train_x[start : start + batch_size])["goodness"]
-            chunks.append(hard_wrong_labels(scores, train_y[start : start + batch_size], generator))
+            chunks.append(hard_wrong_labels(scores, train_y[start : start + batch_size], generator, self.options.negatives_per_positive))
         self.hard_labels = torch.cat(chunks)
 
     @torch.no_grad()

@@ -36,13 +36,21 @@ def grouped_goodness(activity: torch.Tensor, kind: str = "sum", over: str = "exa
 
 
 def softplus_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, threshold: float) -> torch.Tensor:
-    """The paper's loss: -log p(positive) with p = sigmoid(goodness - threshold), averaged over all examples."""
-    return torch.cat([F.softplus(threshold - g_pos).flatten(), F.softplus(g_neg - threshold).flatten()]).mean()
+    """The paper's loss: -log p(positive) with p = sigmoid(goodness - threshold).
+
+    Positives and negatives weigh half each, however many (k) negatives there are per
+    positive; written so that k = 1 is bit for bit the mean over all examples.
+    """
+    k = g_neg.shape[0] // g_pos.shape[0]
+    return torch.cat([F.softplus(threshold - g_pos).flatten(), F.softplus(g_neg - threshold).flatten() / k]).mean() * ((k + 1) / 2)
 
 
 def symba_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float) -> torch.Tensor:
-    """SymBa (Lee & Song, 2023): softplus(-alpha * (g_pos - g_neg)), positives paired with negatives."""
-    return F.softplus(-alpha * (g_pos - g_neg)).mean()
+    """SymBa (Lee & Song, 2023): softplus(-alpha * (g_pos - g_neg)), each negative paired with its positive.
+
+    With k negatives per positive, `g_neg` holds k groups in the positives' order.
+    """
+    return F.softplus(-alpha * (torch.cat([g_pos] * (g_neg.shape[0] // g_pos.shape[0])) - g_neg)).mean()
 
 
 def peer_normalisation_loss(running_mean: torch.Tensor) -> torch.Tensor:

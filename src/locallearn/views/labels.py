@@ -32,16 +32,22 @@ def overlay_every_label(images: torch.Tensor, num_classes: int, low: float, high
     return overlay_labels(repeated, labels, num_classes, low, high)
 
 
-def uniform_wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-    """A label drawn uniformly from the classes other than the true one, for every example."""
-    shift = torch.randint(1, num_classes, labels.shape, generator=generator, device=generator.device)
-    return (labels + shift.to(labels.device)) % num_classes
+def uniform_wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator, count: int = 1) -> torch.Tensor:
+    """(B, count) distinct labels per example, a uniform draw without replacement from the classes other than the true one."""
+    device = generator.device
+    first = torch.randint(1, num_classes, labels.shape, generator=generator, device=device)
+    shifts = first.unsqueeze(1)
+    if count > 1:  # the other shifts: the first `count - 1` of a random order of those not yet drawn
+        keys = torch.rand(labels.shape[0], num_classes - 1, generator=generator, device=device)
+        keys.scatter_(1, shifts - 1, float("inf"))
+        shifts = torch.cat([shifts, keys.argsort(dim=1)[:, : count - 1] + 1], dim=1)
+    return (labels.unsqueeze(1) + shifts.to(labels.device)) % num_classes
 
 
-def hard_wrong_labels(scores: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A wrong label sampled in proportion to the model's belief softmax(scores), true label excluded."""
+def hard_wrong_labels(scores: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, count: int = 1) -> torch.Tensor:
+    """(B, count) distinct wrong labels per example, sampled in proportion to the model's belief softmax(scores), true label excluded."""
     probs = torch.softmax(scores.float(), dim=1)
     probs[torch.arange(labels.shape[0], device=labels.device), labels] = 0
-    probs = probs + 1e-12  # a belief that is certain of the true label still leaves some wrong label to draw
+    probs = probs + 1e-12  # a belief that is certain of the true label still leaves every wrong label to draw
     probs[torch.arange(labels.shape[0], device=labels.device), labels] = 0
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return torch.multinomial(probs, count, generator=generator)
