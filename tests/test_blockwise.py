@@ -240,3 +240,26 @@ def test_a_tiny_blockwise_ssl_run_beats_random_weights():
     for _ in range(run.train.epochs):
         trainer.train_epoch()
     assert last_probe() > random_weights + 0.04  # seeds 0-3 here: +0.06 to +0.12
+
+
+def test_probe_flip_trains_the_probes_on_mirrored_images_with_their_labels_too():
+    """The class is the side of a bright bar, which a mirror swaps: mirrored training images contradict the rest, so a
+    flip-trained probe must fall to chance while the plain one reads the side easily (and val/test stay unmirrored)."""
+    from locallearn.run import evaluate_final
+
+    generator = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, 2, (n,), generator=generator)
+        x = 0.3 * torch.randn(n, 1, 12, 12, generator=generator)
+        x[torch.arange(n), 0, :, 1 + 9 * y] += 2.0  # column 1 for class 0, column 10 for class 1
+        return x, y
+
+    sides = DataSplits(*split(400), *split(100), *split(200), 2, (1, 12, 12), 0.0, 1.0, -1.0, 1.0)
+    accuracy = {}
+    for flip in (False, True):
+        run = config("blockwise-vicreg", *TINY_VGG, "train.granularity=layer", "method.probe_pool=2", "eval.knn=false", "eval.probe_epochs=20", f"eval.probe_flip={flip}")
+        torch.manual_seed(0)
+        results, per_block = evaluate_final(Trainer(run, sides), run)
+        accuracy[flip] = per_block[-1]["probe_accuracy"]
+    assert accuracy[False] > 0.95 and accuracy[True] < 0.7, accuracy

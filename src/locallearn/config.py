@@ -164,6 +164,7 @@ class EvalConfig(Section):
     probes: bool = True
     probe_epochs: int = Field(10, gt=0)
     probe_lr: float = Field(1e-3, gt=0)
+    probe_flip: bool = False  # probes also train on every training image mirrored left-right (the usual linear-evaluation augmentation)
     knn: bool = True
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)

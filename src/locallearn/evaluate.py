@@ -118,16 +118,27 @@ def split_features(method: Method, net: LocalNet, data, batch_size: int, train_s
     return {split: batch_features(method, net, (x for x, _ in data.eval_batches(split, batch_size, limit))) for split, limit in limits.items()}
 
 
+def mirrored_train_features(method: Method, net: LocalNet, data, batch_size: int, train_size: int | None = None) -> list[torch.Tensor]:
+    """Per-block features of the same training images as `split_features`, each mirrored left-right."""
+    return batch_features(method, net, (x.flip(-1) for x, _ in data.eval_batches("train", batch_size, train_size)))
+
+
 def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int], epochs: int, lr: float, seed: int, batch_size: int,
-                  features: dict[str, list[torch.Tensor]] | None = None, train_size: int | None = None) -> dict[str, dict[str, float]]:
+                  features: dict[str, list[torch.Tensor]] | None = None, train_size: int | None = None,
+                  flip: bool = False) -> dict[str, dict[str, float]]:
     """Val and test accuracy of a probe on each block, and of a readout on the concatenated `readout_blocks`.
 
-    The probes train on the fixed subset of `train_size` training examples (None: all).
-    `features` (from `split_features` with the same `train_size`) saves recomputing them
-    when the caller has them already.
+    The probes train on the fixed subset of `train_size` training examples (None: all),
+    with `flip` on each of them mirrored as well (twice the examples; val and test are
+    never mirrored). `features` (from `split_features` with the same `train_size`) saves
+    recomputing them when the caller has them already.
     """
-    features = features or split_features(method, net, data, batch_size, train_size)
+    features = dict(features or split_features(method, net, data, batch_size, train_size))
     labels = {"train": data.labels("train", train_size), "val": data.labels("val"), "test": data.labels("test")}
+    if flip:
+        mirrored = mirrored_train_features(method, net, data, batch_size, train_size)
+        features["train"] = [torch.cat(pair) for pair in zip(features["train"], mirrored)]
+        labels["train"] = torch.cat([labels["train"], labels["train"]])
     names = [block.name for block in net.blocks]
     candidates = {name: [i] for i, name in enumerate(names)}
     if len(readout_blocks) > 1:
