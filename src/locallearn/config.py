@@ -164,6 +164,7 @@ class EvalConfig(Section):
     probes: bool = True
     probe_epochs: int = Field(10, gt=0)
     probe_lr: float = Field(1e-3, gt=0)
+    probe_schedule: Literal["constant", "cosine"] = "constant"  # cosine: the probe's rate decays to zero over its epochs
     probe_flip: bool = False  # probes also train on every training image mirrored left-right (the usual linear-evaluation augmentation)
     knn: bool = True
     knn_k: int = Field(20, gt=0)

@@ -11,6 +11,7 @@ see `locallearn.data`), so that image folders too large for memory are evaluated
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -85,11 +86,19 @@ class LinearProbe(nn.Module):
         return self.linear((features - self.mean) / self.std)
 
 
-def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, lr: float, seed: int, batch_size: int = 256) -> LinearProbe:
-    """Train a linear probe with Adam on fixed features (a fixed number of epochs, no early stopping)."""
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, lr: float, seed: int, batch_size: int = 256,
+                     schedule: str = "constant") -> LinearProbe:
+    """Train a linear probe with Adam on fixed features (a fixed number of epochs, no early stopping).
+
+    `schedule` "cosine" decays the rate to zero over the epochs, so the probe settles at the
+    optimum instead of ending wherever the last steps' noise left it.
+    """
     generator = torch.Generator().manual_seed(seed)
     probe = LinearProbe(features.mean(0), features.std(0) + 1e-6, num_classes).to(features.device)
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
+    steps = epochs * -(-features.shape[0] // batch_size)
+    decay = (lambda step: 0.5 * (1 + math.cos(math.pi * step / steps))) if schedule == "cosine" else (lambda step: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     for _ in range(epochs):
         order = torch.randperm(features.shape[0], generator=generator).to(features.device)
         for start in range(0, features.shape[0], batch_size):
@@ -98,6 +107,7 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
     return probe
 
 
@@ -125,12 +135,12 @@ def mirrored_train_features(method: Method, net: LocalNet, data, batch_size: int
 
 def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int], epochs: int, lr: float, seed: int, batch_size: int,
                   features: dict[str, list[torch.Tensor]] | None = None, train_size: int | None = None,
-                  flip: bool = False) -> dict[str, dict[str, float]]:
+                  flip: bool = False, schedule: str = "constant") -> dict[str, dict[str, float]]:
     """Val and test accuracy of a probe on each block, and of a readout on the concatenated `readout_blocks`.
 
     The probes train on the fixed subset of `train_size` training examples (None: all),
     with `flip` on each of them mirrored as well (twice the examples; val and test are
-    never mirrored). `features` (from `split_features` with the same `train_size`) saves
+    never mirrored), and with `schedule` "cosine" at a rate decaying to zero. `features` (from `split_features` with the same `train_size`) saves
     recomputing them when the caller has them already.
     """
     features = dict(features or split_features(method, net, data, batch_size, train_size))
@@ -146,7 +156,7 @@ def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int]
     results = {}
     for name, blocks in candidates.items():
         pick = {split: torch.cat([feats[i] for i in blocks], dim=1) for split, feats in features.items()}
-        probe = fit_linear_probe(pick["train"], labels["train"], data.num_classes, epochs, lr, seed)
+        probe = fit_linear_probe(pick["train"], labels["train"], data.num_classes, epochs, lr, seed, schedule=schedule)
         results[name] = {"val": probe_accuracy(probe, pick["val"], labels["val"]), "test": probe_accuracy(probe, pick["test"], labels["test"])}
     results.setdefault("readout", results[names[readout_blocks[0]]])
     return results
