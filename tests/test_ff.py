@@ -89,6 +89,18 @@ def test_goodness_losses_match_the_formulas():
     assert goodness(activity, "mean").tolist() == [2.5, 4.5]
 
 
+def test_symba_by_default_is_one_loss_for_sum_and_mean_goodness():
+    """Sum goodness is `width` times the mean, so SymBa's default sharpness is divided by the width: at the paper's 4 a
+    sum over hundreds of units would make the softplus a hinge with no margin (a 10k-example screen: 73% after 10 epochs)."""
+    out = torch.randn(6, 50).relu()
+    views = Views(inputs=torch.zeros(6, 50), num_positive=3)
+    mean_loss, _ = FFGoodnessLoss(50, "mean", "symba")(out, views)
+    sum_loss, _ = FFGoodnessLoss(50, "sum", "symba")(out, views)
+    assert sum_loss.item() == pytest.approx(mean_loss.item(), rel=1e-6)
+    g = out.square().mean(1)
+    assert mean_loss.item() == pytest.approx(symba_loss(g[:3], g[3:], 4.0).item(), rel=1e-6)
+
+
 def test_several_negatives_per_positive_weigh_as_much_as_the_positives_and_pair_with_their_own_in_symba():
     g_pos, g_neg = torch.tensor([3.0, 5.0]), torch.tensor([1.0, 6.0, 2.0, 7.0])  # two groups of negatives, each in the positives' order
     pos_part = torch.log1p(torch.exp(4 - g_pos)).mean()

@@ -27,7 +27,7 @@ class FFOptions(MethodOptions):
     goodness_groups: int = Field(1, gt=0)
     loss: Literal["softplus", "symba"] = "softplus"
     threshold: Optional[float] = None
-    symba_alpha: float = Field(4.0, gt=0)
+    symba_alpha: Optional[float] = Field(None, gt=0)  # null = 4 (the SymBa paper's) over the default threshold (units for sum, 1 for mean): one loss for both
     peer_weight: float = Field(0.0, ge=0)
     peer_momentum: float = Field(0.9, ge=0, lt=1)
     probe_pool: int = Field(2, gt=0)

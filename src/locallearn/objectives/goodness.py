@@ -62,7 +62,8 @@ class FFGoodnessLoss(nn.Module):
     """Local FF objective for a block whose output holds positives first, then negatives.
 
     `over` and `groups` choose the units of one goodness (see `grouped_goodness`); the
-    default threshold is the number of those units for sum goodness, 1 for mean.
+    default threshold is the number of those units for sum goodness, 1 for mean, and
+    SymBa's default sharpness 4 divided by it, so that sum and mean give the same loss.
     Peer normalisation keeps a running mean activity per unit (per channel of spatial
     outputs).
 
@@ -77,7 +78,7 @@ class FFGoodnessLoss(nn.Module):
         goodness_kind: str = "sum",
         loss: str = "softplus",
         threshold: float | None = None,
-        symba_alpha: float = 4.0,
+        symba_alpha: float | None = None,
         peer_weight: float = 0.0,
         peer_momentum: float = 0.9,
         over: str = "example",
@@ -101,7 +102,7 @@ class FFGoodnessLoss(nn.Module):
         g = grouped_goodness(out, self.goodness_kind, self.over, self.groups)
         g_pos, g_neg = g[: views.num_positive], g[views.num_positive :]
         if self.loss == "symba":
-            loss = symba_loss(g_pos, g_neg, self.symba_alpha)
+            loss = symba_loss(g_pos, g_neg, 4.0 / self.default_threshold(out, g) if self.symba_alpha is None else self.symba_alpha)
         else:
             loss = softplus_loss(g_pos, g_neg, self.default_threshold(out, g) if self.threshold is None else self.threshold)
         metrics = {"ff_loss": loss.detach(), "g_pos": g_pos.detach().mean(), "g_neg": g_neg.detach().mean()}
