@@ -140,8 +140,9 @@ def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int]
 
     The probes train on the fixed subset of `train_size` training examples (None: all),
     with `flip` on each of them mirrored as well (twice the examples; val and test are
-    never mirrored), and with `schedule` "cosine" at a rate decaying to zero. `features` (from `split_features` with the same `train_size`) saves
-    recomputing them when the caller has them already.
+    never mirrored), and with `schedule` "cosine" at a rate decaying to zero. `features`
+    (from `split_features` with the same `train_size`) saves recomputing them when the
+    caller has them already.
     """
     features = dict(features or split_features(method, net, data, batch_size, train_size))
     labels = {"train": data.labels("train", train_size), "val": data.labels("val"), "test": data.labels("test")}
