@@ -11,13 +11,13 @@ see `locallearn.data`), so that image folders too large for memory are evaluated
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from locallearn.engine import lr_factor
 from locallearn.methods.base import Method
 from locallearn.nn.network import LocalNet
 
@@ -97,8 +97,7 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     probe = LinearProbe(features.mean(0), features.std(0) + 1e-6, num_classes).to(features.device)
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
     steps = epochs * -(-features.shape[0] // batch_size)
-    decay = (lambda step: 0.5 * (1 + math.cos(math.pi * step / steps))) if schedule == "cosine" else (lambda step: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(schedule, step, steps))
     for _ in range(epochs):
         order = torch.randperm(features.shape[0], generator=generator).to(features.device)
         for start in range(0, features.shape[0], batch_size):
