@@ -9,6 +9,8 @@
 - goodness_combinations scores a saved run's plain goodness sum and single layers exactly as
   the engine does.
 - table prints a dash, not a number, for an accuracy a run does not have.
+- ff_variants' cumulative goodness adds the layers below without their gradients, and its
+  concatenated self-contrastive pairs give the first layer two weight sets and positives [x; x].
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from locallearn.cli import main
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
+from locallearn.objectives import goodness
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -108,3 +111,37 @@ def test_results_table_marks_missing_accuracies_with_a_dash(tmp_path, data_dir):
     assert main(["train", "ff-unsupervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY,
                  "train.epochs=1", "data.val_size=0", "eval.probes=false", "eval.knn=false"]) == 0
     assert "| – (readout) | – |" in table.row(out)
+
+
+def test_cumulative_goodness_adds_the_layers_below_without_their_gradients(monkeypatch):
+    variants = load_benchmark("ff_variants")
+    trainer = Trainer(load_config("ff-supervised-small", ["model.hidden=[16,16]", "data.batch_size=8", "logging.progress=false"]), random_splits(8))
+    views = trainer.method.make_views(trainer.data.train_x, trainer.data.train_y, torch.arange(8), torch.Generator().manual_seed(0))
+    first, second = trainer.net.blocks
+    plain_loss = first(views.inputs, views)[1]
+    monkeypatch.setattr(goodness.FFGoodnessLoss, "forward", variants.cumulative_goodness_loss)
+    out1, loss1, _ = first(views.inputs, views)
+    out2, loss2, _ = second(out1.detach(), views)
+    assert torch.equal(loss1, plain_loss)
+    total, n = goodness.grouped_goodness(out1) + goodness.grouped_goodness(out2), views.num_positive
+    torch.testing.assert_close(loss2, goodness.softplus_loss(total[:n], total[n:], 16.0 + 16.0))
+    loss2.backward()
+    assert all(p.grad is None for p in first.parameters())
+    assert all(p.grad is not None for p in second.parameters())
+
+
+def test_concatenated_pairs_give_the_first_layer_two_weight_sets(monkeypatch):
+    variants = load_benchmark("ff_variants")
+    monkeypatch.setattr(variants.engine, "build_backbone", variants.engine.build_backbone)  # so that the patches below are undone
+    for name in ("make_views", "features"):
+        monkeypatch.setattr(variants.FFUnsupervised, name, getattr(variants.FFUnsupervised, name))
+    variants.use_concatenated_pairs()
+    trainer = Trainer(load_config("ff-selfcontrastive", ["model.hidden=[16,16]", "data.batch_size=8", "logging.progress=false"]), random_splits(8))
+    x = trainer.data.train_x
+    views = trainer.method.make_views(x, trainer.data.train_y, torch.arange(8), torch.Generator().manual_seed(0))
+    positives, negatives = views.inputs[: views.num_positive], views.inputs[views.num_positive :]
+    assert torch.equal(positives, torch.cat([x, x], 1)) and torch.equal(negatives[:, :1], x)
+    assert not torch.equal(negatives[:, 1:], x)
+    assert trainer.net.blocks[0].layers(views.inputs).shape == (16, 16)
+    assert [f.shape for f in trainer.method.features(trainer.net, x)] == [(8, 16), (8, 16)]
+    trainer.train_epoch()

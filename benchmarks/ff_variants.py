@@ -1,0 +1,73 @@
+"""Forward-Forward variants that were measured and not adopted, runnable for anyone who wants to check.
+
+Each variant patches the library in this process only, then runs the usual command line:
+
+    python benchmarks/ff_variants.py VARIANT train PRESET [KEY=VALUE ...] --out DIR
+
+- `cumulative-goodness`: each layer's loss is the paper's logistic loss on the goodness summed over
+  itself and the layers below it (theirs detached, so every gradient stays local), against the sum
+  of their thresholds. Training then matches the classifier, which sums the layers' goodness; each
+  layer only has to mend what the layers below still get wrong. For `ff-supervised`.
+- `scff-concat`: self-contrastive pairs as Chen et al. feed them, the two images concatenated along
+  the channels (`[a; b]`: the first layer holds a weight set for each), where the library averages
+  them (`views.pairs`: one shared weight set). Positives are `[x; x]`, negatives `[x; x']`, and the
+  readout reads the network on `[x; x]`. For `ff-unsupervised` with `method.negatives=self-contrastive`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from locallearn import engine
+from locallearn.cli import main
+from locallearn.methods.ff_common import probe_features
+from locallearn.methods.ff_unsupervised import FFUnsupervised
+from locallearn.objectives import goodness
+from locallearn.views.base import Views
+from locallearn.views.hybrid import partner_indices
+
+
+def cumulative_goodness_loss(self, out: torch.Tensor, views: Views):
+    """The FF loss on this layer's goodness plus the (detached) goodness of the layers before it in this step."""
+    g = goodness.grouped_goodness(out, self.goodness_kind, self.over, self.groups)
+    below, below_threshold = getattr(views, "goodness_below", 0.0), getattr(views, "threshold_below", 0.0)
+    total, threshold = g + below, below_threshold + self.default_threshold(out, g)
+    loss = goodness.softplus_loss(total[: views.num_positive], total[views.num_positive :], threshold)
+    views.goodness_below, views.threshold_below = total.detach(), threshold
+    n = views.num_positive
+    return loss, {"loss": loss.detach(), "ff_loss": loss.detach(), "g_pos": g[:n].detach().mean(), "g_neg": g[n:].detach().mean()}
+
+
+def use_cumulative_goodness() -> None:
+    goodness.FFGoodnessLoss.forward = cumulative_goodness_loss
+
+
+def use_concatenated_pairs() -> None:
+    build_backbone = engine.build_backbone
+
+    def twice_the_channels(model, input_shape):
+        return build_backbone(model, (2 * input_shape[0], *input_shape[1:]))
+
+    def make_views(self, x, y, index, generator):
+        if self.options.negatives != "self-contrastive":
+            raise SystemExit("scff-concat pairs images: run it with method.negatives=self-contrastive (the ff-selfcontrastive preset)")
+        partners = partner_indices(x.shape[0], generator).to(x.device)
+        return Views(inputs=torch.cat([torch.cat([x, x], 1), torch.cat([x, x[partners]], 1)]), num_positive=x.shape[0])
+
+    def features(self, net, x):
+        return probe_features(net.forward_blocks(torch.cat([x, x], 1)), self.options.probe_pool)
+
+    engine.build_backbone = twice_the_channels
+    FFUnsupervised.make_views = make_views
+    FFUnsupervised.features = features
+
+
+VARIANTS = {"cumulative-goodness": use_cumulative_goodness, "scff-concat": use_concatenated_pairs}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in VARIANTS:
+        raise SystemExit(f"usage: python benchmarks/ff_variants.py VARIANT train PRESET [KEY=VALUE ...]; VARIANT is one of {', '.join(VARIANTS)}")
+    VARIANTS[sys.argv[1]]()
+    sys.exit(main(sys.argv[2:]))
