@@ -22,6 +22,7 @@ import torch
 
 from locallearn import engine
 from locallearn.cli import main
+from locallearn.errors import UsageError
 from locallearn.methods.ff_common import probe_features
 from locallearn.methods.ff_unsupervised import FFUnsupervised
 from locallearn.objectives import goodness
@@ -45,20 +46,24 @@ def use_cumulative_goodness() -> None:
 
 
 def use_concatenated_pairs() -> None:
-    build_backbone = engine.build_backbone
+    build_backbone, trainer_init = engine.build_backbone, engine.Trainer.__init__
+
+    def self_contrastive_only(self, config, *args, **kwargs):
+        if config.method.name != "ff-unsupervised" or config.method.negatives != "self-contrastive":
+            raise UsageError("scff-concat pairs images: run it on ff-selfcontrastive (method.name=ff-unsupervised, method.negatives=self-contrastive)")
+        trainer_init(self, config, *args, **kwargs)
 
     def twice_the_channels(model, input_shape):
         return build_backbone(model, (2 * input_shape[0], *input_shape[1:]))
 
     def make_views(self, x, y, index, generator):
-        if self.options.negatives != "self-contrastive":
-            raise SystemExit("scff-concat pairs images: run it with method.negatives=self-contrastive (the ff-selfcontrastive preset)")
         partners = partner_indices(x.shape[0], generator).to(x.device)
         return Views(inputs=torch.cat([torch.cat([x, x], 1), torch.cat([x, x[partners]], 1)]), num_positive=x.shape[0])
 
     def features(self, net, x):
         return probe_features(net.forward_blocks(torch.cat([x, x], 1)), self.options.probe_pool)
 
+    engine.Trainer.__init__ = self_contrastive_only
     engine.build_backbone = twice_the_channels
     FFUnsupervised.make_views = make_views
     FFUnsupervised.features = features

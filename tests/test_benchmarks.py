@@ -28,6 +28,7 @@ from locallearn.cli import main
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
+from locallearn.errors import UsageError
 from locallearn.objectives import goodness
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -133,6 +134,7 @@ def test_cumulative_goodness_adds_the_layers_below_without_their_gradients(monke
 def test_concatenated_pairs_give_the_first_layer_two_weight_sets(monkeypatch):
     variants = load_benchmark("ff_variants")
     monkeypatch.setattr(variants.engine, "build_backbone", variants.engine.build_backbone)  # so that the patches below are undone
+    monkeypatch.setattr(variants.engine.Trainer, "__init__", variants.engine.Trainer.__init__)
     for name in ("make_views", "features"):
         monkeypatch.setattr(variants.FFUnsupervised, name, getattr(variants.FFUnsupervised, name))
     variants.use_concatenated_pairs()
@@ -145,3 +147,5 @@ def test_concatenated_pairs_give_the_first_layer_two_weight_sets(monkeypatch):
     assert trainer.net.blocks[0].layers(views.inputs).shape == (16, 16)
     assert [f.shape for f in trainer.method.features(trainer.net, x)] == [(8, 16), (8, 16)]
     trainer.train_epoch()
+    with pytest.raises(UsageError, match="ff-selfcontrastive"):
+        Trainer(load_config("ff-unsupervised", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(8))
