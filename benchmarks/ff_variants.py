@@ -7,7 +7,8 @@ Each variant patches the library in this process only, then runs the usual comma
 - `cumulative-goodness`: each layer's loss is the paper's logistic loss on the goodness summed over
   itself and the layers below it (theirs detached, so every gradient stays local), against the sum
   of their thresholds. Training then matches the classifier, which sums the layers' goodness; each
-  layer only has to mend what the layers below still get wrong. For `ff-supervised`.
+  layer only has to mend what the layers below still get wrong. For `ff-supervised`; the loss is
+  always the softplus one, without peer normalisation (`method.loss` and `method.peer_weight` are ignored).
 - `scff-concat`: self-contrastive pairs as Chen et al. feed them, the two images concatenated along
   the channels (`[a; b]`: the first layer holds a weight set for each), where the library averages
   them (`views.pairs`: one shared weight set). Positives are `[x; x]`, negatives `[x; x']`, and the
