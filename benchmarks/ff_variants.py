@@ -13,6 +13,10 @@ Each variant patches the library in this process only, then runs the usual comma
   the channels (`[a; b]`: the first layer holds a weight set for each), where the library averages
   them (`views.pairs`: one shared weight set). Positives are `[x; x]`, negatives `[x; x']`, and the
   readout reads the network on `[x; x]`. For `ff-unsupervised` with `method.negatives=self-contrastive`.
+- `label-every-layer`: every layer after the first also sees the label directly: the label pixels of
+  the network's input, read back as a one-hot (0 unlit, 1 lit), times 6 (about the size of the lit
+  pixel in layer 1's RMS-normalised input), appended to its normalised input. Layer 1 is unchanged.
+  For `ff-supervised` on `model.arch=mlp`, in one process.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from __future__ import annotations
 import sys
 
 import torch
+from torch import nn
 
 from locallearn import engine
 from locallearn.cli import main
 from locallearn.errors import UsageError
+from locallearn.nn import backbones
 from locallearn.methods.ff_common import probe_features
+from locallearn.methods.ff_supervised import FFSupervised
 from locallearn.methods.ff_unsupervised import FFUnsupervised
 from locallearn.objectives import goodness
 from locallearn.views.base import Views
@@ -70,7 +77,65 @@ def use_concatenated_pairs() -> None:
     FFUnsupervised.features = features
 
 
-VARIANTS = {"cumulative-goodness": use_cumulative_goodness, "scff-concat": use_concatenated_pairs}
+LABEL_VALUE = 6.0
+
+
+class ReadLabel(nn.Module):
+    """Passes layer 1's input through and keeps its label pixels, read back as 0 (unlit) to 1 (lit), for the later layers."""
+
+    def __init__(self, shared: dict):
+        super().__init__()
+        self.shared = shared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low, lit = self.shared["label_range"]
+        self.shared["label"] = (x.flatten(1)[:, : self.shared["num_classes"]] - low) / (lit - low)
+        return x
+
+
+class AppendLabel(nn.Module):
+    """Appends `LABEL_VALUE` times the label that `ReadLabel` kept to a later layer's normalised input."""
+
+    def __init__(self, shared: dict):
+        super().__init__()
+        self.shared = shared
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h, LABEL_VALUE * self.shared["label"]], 1)
+
+
+def use_label_every_layer() -> None:
+    shared: dict = {}
+    trainer_init, method_init, mlp_layers = engine.Trainer.__init__, FFSupervised.__init__, backbones.BUILDERS["mlp"]
+
+    def supervised_mlp_only(self, config, *args, **kwargs):
+        if config.method.name != "ff-supervised" or config.model.arch != "mlp":
+            raise UsageError("label-every-layer writes the label into dense layers: run it on ff-supervised with model.arch=mlp")
+        trainer_init(self, config, *args, **kwargs)
+
+    def remember_the_label_range(self, options, data):
+        method_init(self, options, data)
+        shared["label_range"], shared["num_classes"] = self._label_range(), data.num_classes
+
+    def labelled_layers(model, input_shape):
+        layers, classes = mlp_layers(model, input_shape), shared["num_classes"]
+        for k, layer in enumerate(layers):
+            modules = list(layer)
+            if k == 0:
+                modules.insert(0, ReadLabel(shared))
+            else:
+                at = next(i for i, m in enumerate(modules) if isinstance(m, nn.Linear))
+                modules[at : at + 1] = [AppendLabel(shared), nn.Linear(modules[at].in_features + classes, modules[at].out_features)]
+            layers[k] = nn.Sequential(*modules)
+            layers[k].out_features = layer.out_features
+        return layers
+
+    engine.Trainer.__init__ = supervised_mlp_only
+    FFSupervised.__init__ = remember_the_label_range
+    backbones.BUILDERS["mlp"] = labelled_layers
+
+
+VARIANTS = {"cumulative-goodness": use_cumulative_goodness, "scff-concat": use_concatenated_pairs, "label-every-layer": use_label_every_layer}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in VARIANTS:

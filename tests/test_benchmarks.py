@@ -9,8 +9,9 @@
 - goodness_combinations scores a saved run's plain goodness sum and single layers exactly as
   the engine does.
 - table prints a dash, not a number, for an accuracy a run does not have.
-- ff_variants' cumulative goodness adds the layers below without their gradients, and its
-  concatenated self-contrastive pairs give the first layer two weight sets and positives [x; x].
+- ff_variants' cumulative goodness adds the layers below without their gradients, its
+  concatenated self-contrastive pairs give the first layer two weight sets and positives [x; x],
+  and its label-every-layer appends each input's own label to every later layer's input.
 """
 
 from __future__ import annotations
@@ -148,4 +149,27 @@ def test_concatenated_pairs_give_the_first_layer_two_weight_sets(monkeypatch):
     assert [f.shape for f in trainer.method.features(trainer.net, x)] == [(8, 16), (8, 16)]
     trainer.train_epoch()
     with pytest.raises(UsageError, match="ff-selfcontrastive"):
+        Trainer(load_config("ff-unsupervised", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(8))
+
+
+def test_label_every_layer_appends_each_inputs_label_to_the_later_layers(monkeypatch):
+    variants = load_benchmark("ff_variants")
+    monkeypatch.setattr(variants.engine.Trainer, "__init__", variants.engine.Trainer.__init__)  # so that the patches below are undone
+    monkeypatch.setattr(variants.FFSupervised, "__init__", variants.FFSupervised.__init__)
+    monkeypatch.setitem(variants.backbones.BUILDERS, "mlp", variants.backbones.BUILDERS["mlp"])
+    variants.use_label_every_layer()
+    trainer = Trainer(load_config("ff-supervised-small", ["model.hidden=[16,16]", "data.batch_size=8", "logging.progress=false"]), random_splits(8))
+    x, y = trainer.data.train_x, trainer.data.train_y
+    seen = []
+    trainer.net.blocks[1].layers[0][2].register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    views = trainer.method.make_views(x, y, torch.arange(8), torch.Generator().manual_seed(0))
+    trainer.net.forward_blocks(views.inputs)
+    appended = seen[-1][:, 16:] / variants.LABEL_VALUE
+    assert seen[-1].shape == (16, 26)
+    assert torch.equal(appended[:8], torch.nn.functional.one_hot(y, 10).float())
+    assert torch.equal(appended[8:].sum(1), torch.ones(8)) and not (appended[8:].argmax(1) == y).any()
+    trainer.method.predict(trainer.net, x[:2])
+    assert torch.equal(seen[-1][:, 16:] / variants.LABEL_VALUE, torch.eye(10).repeat(2, 1))
+    trainer.train_epoch()
+    with pytest.raises(UsageError, match="ff-supervised"):
         Trainer(load_config("ff-unsupervised", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(8))
