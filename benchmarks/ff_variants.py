@@ -29,10 +29,10 @@ from torch import nn
 from locallearn import engine
 from locallearn.cli import main
 from locallearn.errors import UsageError
-from locallearn.nn import backbones
 from locallearn.methods.ff_common import probe_features
 from locallearn.methods.ff_supervised import FFSupervised
 from locallearn.methods.ff_unsupervised import FFUnsupervised
+from locallearn.nn import backbones
 from locallearn.objectives import goodness
 from locallearn.views.base import Views
 from locallearn.views.hybrid import partner_indices
@@ -77,7 +77,7 @@ def use_concatenated_pairs() -> None:
     FFUnsupervised.features = features
 
 
-LABEL_VALUE = 6.0
+LABEL_VALUE = 6.0  # about the lit label pixel in layer 1's RMS-normalised input (3x white)
 
 
 class ReadLabel(nn.Module):
