@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from helpers import gradient_leaks, tiny_config, tiny_splits
 from locallearn.engine import Trainer, lr_factor, train_step
+from locallearn.errors import UsageError
 from locallearn.nn.network import group_layers
 
 
@@ -119,3 +120,24 @@ def test_warmup_ramps_linearly_into_the_schedule():
     assert lr_factor("cosine", 0, 1000, warmup=0.1) == pytest.approx(1 / 101)
     assert lr_factor("cosine", 99, 1000, warmup=0.1) == pytest.approx(100 / 101)
     assert lr_factor("cosine", 100, 1000, warmup=0.1) == pytest.approx(lr_factor("cosine", 100, 1000))
+
+
+def test_block_lr_scale_trains_each_block_at_its_own_rate(tmp_path):
+    """With factors (0.5, 1, 1) the first block ends exactly as in a run at half the rate (it depends on no other
+    block), and every block's schedule starts from its own rate."""
+    data = tiny_splits(tmp_path)
+
+    def trained(*overrides: str) -> Trainer:
+        trainer = Trainer(tiny_config("ff-bench", tmp_path, "optim.lr=0.002", *overrides), data)
+        trainer.train_epoch()
+        return trainer
+
+    scaled, half = trained("optim.block_lr_scale=[0.5,1,1]"), trained("optim.lr=0.001")
+    assert [schedule.base_lrs for schedule in scaled.schedules] == [[0.001], [0.002], [0.002]]
+    for name, value in scaled.net.blocks[0].state_dict().items():
+        assert torch.equal(value, half.net.blocks[0].state_dict()[name]), name
+
+
+def test_block_lr_scale_needs_one_factor_per_block(tmp_path):
+    with pytest.raises(UsageError, match="2 factors but the network has 3 blocks"):
+        Trainer(tiny_config("ff-bench", tmp_path, "optim.block_lr_scale=[1,0.5]"), tiny_splits(tmp_path))

@@ -23,7 +23,7 @@ from locallearn.config import Config
 from locallearn.data import train_batches
 from locallearn.distributed.context import DistContext
 from locallearn.distributed.links import LocalLink, OnDevice, PipelineLink, gather_to_main, stage_bounds
-from locallearn.errors import RunError
+from locallearn.errors import RunError, UsageError
 from locallearn.lars import LARS
 from locallearn.methods.base import DataInfo, Method
 from locallearn.nn.backbones import build_backbone
@@ -67,12 +67,21 @@ def check_finite(blocks, losses: list[torch.Tensor]) -> None:
         raise Divergence(f"the loss of block '{name}' is {losses[index].item()}")
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[nn.Parameter], cfg, lr: float) -> torch.optim.Optimizer:
+    """The optimizer of `cfg` (an `OptimConfig`) at base learning rate `lr` (a block's: `block_learning_rates`)."""
     if cfg.name == "lars":
-        return LARS(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, trust_coefficient=cfg.trust_coefficient)
+        return LARS(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, trust_coefficient=cfg.trust_coefficient)
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def block_learning_rates(cfg, num_blocks: int) -> list[float]:
+    """Each block's base learning rate: `cfg.lr`, times the block's factor in `cfg.block_lr_scale` if given."""
+    scale = cfg.block_lr_scale or [1.0] * num_blocks
+    if len(scale) != num_blocks:
+        raise UsageError(f"optim.block_lr_scale has {len(scale)} factors but the network has {num_blocks} blocks; give one per block")
+    return [cfg.lr * factor for factor in scale]
 
 
 def lr_factor(kind: str, step: int, total_steps: int, decay_start: float = 0.5, warmup: float = 0.0) -> float:
@@ -156,7 +165,8 @@ class Trainer:
         shard = self.dist.data_parallel
         self.batcher = train_batches(data, config.data.batch_size, config.train.seed, self.dist.rank if shard else 0, self.dist.world if shard else 1)
         total_steps = config.train.epochs * len(self.batcher)
-        self.optimizers = [make_optimizer(block.parameters(), config.optim) for block in self.net.blocks]
+        rates = block_learning_rates(config.optim, len(blocks))
+        self.optimizers = [make_optimizer(block.parameters(), config.optim, lr) for block, lr in zip(self.net.blocks, rates)]
         self.schedules = [make_schedule(opt, config.optim, total_steps) for opt in self.optimizers]
         self.own, self.steps, self.link = self._place_blocks()
         self.epoch = 0  # completed epochs
