@@ -123,7 +123,7 @@ def test_warmup_ramps_linearly_into_the_schedule():
 
 
 def test_block_lr_scale_trains_each_block_at_its_own_rate(tmp_path):
-    """With factors (0.5, 1, 1) the first block ends exactly as in a run at half the rate (it depends on no other
+    """With factors (0.5, 0.25) the first block ends exactly as in a run at half the rate (it depends on no other
     block), and every block's schedule starts from its own rate."""
     data = tiny_splits(tmp_path)
 
@@ -132,12 +132,12 @@ def test_block_lr_scale_trains_each_block_at_its_own_rate(tmp_path):
         trainer.train_epoch()
         return trainer
 
-    scaled, half = trained("optim.block_lr_scale=[0.5,1,1]"), trained("optim.lr=0.001")
-    assert [schedule.base_lrs for schedule in scaled.schedules] == [[0.001], [0.002], [0.002]]
+    scaled, half = trained("optim.block_lr_scale=[0.5,0.25]"), trained("optim.lr=0.001")
+    assert [schedule.base_lrs for schedule in scaled.schedules] == [[pytest.approx(0.001)], [pytest.approx(0.0005)], [pytest.approx(0.0005)]]  # the last factor repeats
     for name, value in scaled.net.blocks[0].state_dict().items():
         assert torch.equal(value, half.net.blocks[0].state_dict()[name]), name
 
 
-def test_block_lr_scale_needs_one_factor_per_block(tmp_path):
-    with pytest.raises(UsageError, match="2 factors but the network has 3 blocks"):
-        Trainer(tiny_config("ff-bench", tmp_path, "optim.block_lr_scale=[1,0.5]"), tiny_splits(tmp_path))
+def test_block_lr_scale_has_at_most_one_factor_per_block(tmp_path):
+    with pytest.raises(UsageError, match="4 factors but the network has only 3 blocks"):
+        Trainer(tiny_config("ff-bench", tmp_path, "optim.block_lr_scale=[1,0.5,0.5,0.5]"), tiny_splits(tmp_path))

@@ -158,13 +158,13 @@ class OptimConfig(Section):
     schedule: Literal["constant", "linear-decay", "cosine"] = "constant"
     decay_start: float = Field(0.5, ge=0, le=1)
     warmup: float = Field(0.0, ge=0, lt=1)
-    block_lr_scale: Optional[list[float]] = None  # one factor of `lr` per block (null: 1 for every block)
+    block_lr_scale: Optional[list[float]] = None  # factors of `lr` for the blocks in order, the last for all later ones (null: 1)
 
     @field_validator("block_lr_scale")
     @classmethod
     def _positive_factors(cls, factors: Optional[list[float]]) -> Optional[list[float]]:
         if factors is not None and (not factors or any(f <= 0 for f in factors)):
-            raise ValueError("must be a non-empty list of positive factors, one per block")
+            raise ValueError("must be a non-empty list of positive factors, one per block (the last one holds for any later blocks)")
         return factors
 
 

@@ -77,11 +77,12 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg, lr: float) -> torch.opti
 
 
 def block_learning_rates(cfg, num_blocks: int) -> list[float]:
-    """Each block's base learning rate: `cfg.lr`, times the block's factor in `cfg.block_lr_scale` if given."""
-    scale = cfg.block_lr_scale or [1.0] * num_blocks
-    if len(scale) != num_blocks:
-        raise UsageError(f"optim.block_lr_scale has {len(scale)} factors but the network has {num_blocks} blocks; give one per block")
-    return [cfg.lr * factor for factor in scale]
+    """Each block's base learning rate: `cfg.lr` times its factor in `cfg.block_lr_scale`, whose last factor
+    also holds for every later block (`[1, 0.3]`: the first block at `lr`, all others at 0.3 `lr`)."""
+    scale = cfg.block_lr_scale or [1.0]
+    if len(scale) > num_blocks:
+        raise UsageError(f"optim.block_lr_scale has {len(scale)} factors but the network has only {num_blocks} blocks; give at most one per block")
+    return [cfg.lr * factor for factor in scale + scale[-1:] * (num_blocks - len(scale))]
 
 
 def lr_factor(kind: str, step: int, total_steps: int, decay_start: float = 0.5, warmup: float = 0.0) -> float:
