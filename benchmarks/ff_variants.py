@@ -54,13 +54,20 @@ def use_cumulative_goodness() -> None:
     goodness.FFGoodnessLoss.forward = cumulative_goodness_loss
 
 
-def use_concatenated_pairs() -> None:
-    build_backbone, trainer_init = engine.build_backbone, engine.Trainer.__init__
+def refuse_configs(accepts, message: str) -> None:
+    """Make building a trainer a one-line `UsageError` (`message`) for any config that `accepts` rejects."""
+    trainer_init = engine.Trainer.__init__
 
-    def self_contrastive_only(self, config, *args, **kwargs):
-        if config.method.name != "ff-unsupervised" or config.method.negatives != "self-contrastive":
-            raise UsageError("scff-concat pairs images: run it on ff-selfcontrastive (method.name=ff-unsupervised, method.negatives=self-contrastive)")
+    def checked_init(self, config, *args, **kwargs):
+        if not accepts(config):
+            raise UsageError(message)
         trainer_init(self, config, *args, **kwargs)
+
+    engine.Trainer.__init__ = checked_init
+
+
+def use_concatenated_pairs() -> None:
+    build_backbone = engine.build_backbone
 
     def twice_the_channels(model, input_shape):
         return build_backbone(model, (2 * input_shape[0], *input_shape[1:]))
@@ -72,7 +79,8 @@ def use_concatenated_pairs() -> None:
     def features(self, net, x):
         return probe_features(net.forward_blocks(torch.cat([x, x], 1)), self.options.probe_pool)
 
-    engine.Trainer.__init__ = self_contrastive_only
+    refuse_configs(lambda config: config.method.name == "ff-unsupervised" and config.method.negatives == "self-contrastive",
+                   "scff-concat pairs images: run it on ff-selfcontrastive (method.name=ff-unsupervised, method.negatives=self-contrastive)")
     engine.build_backbone = twice_the_channels
     FFUnsupervised.make_views = make_views
     FFUnsupervised.features = features
@@ -107,12 +115,7 @@ class AppendLabel(nn.Module):
 
 def use_label_every_layer() -> None:
     shared: dict = {}
-    trainer_init, method_init, mlp_layers = engine.Trainer.__init__, FFSupervised.__init__, backbones.BUILDERS["mlp"]
-
-    def supervised_mlp_only(self, config, *args, **kwargs):
-        if config.method.name != "ff-supervised" or config.model.arch != "mlp":
-            raise UsageError("label-every-layer writes the label into dense layers: run it on ff-supervised with model.arch=mlp")
-        trainer_init(self, config, *args, **kwargs)
+    method_init, mlp_layers = FFSupervised.__init__, backbones.BUILDERS["mlp"]
 
     def remember_the_label_range(self, options, data):
         method_init(self, options, data)
@@ -131,7 +134,8 @@ def use_label_every_layer() -> None:
             layers[k].out_features = layer.out_features
         return layers
 
-    engine.Trainer.__init__ = supervised_mlp_only
+    refuse_configs(lambda config: config.method.name == "ff-supervised" and config.model.arch == "mlp",
+                   "label-every-layer writes the label into dense layers: run it on ff-supervised with model.arch=mlp")
     FFSupervised.__init__ = remember_the_label_range
     backbones.BUILDERS["mlp"] = labelled_layers
 

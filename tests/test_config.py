@@ -38,6 +38,8 @@ def test_overrides_are_yaml_and_dotted():
         ("data.name=imagenet", "'mnist', 'fashion-mnist', 'cifar10' or 'imagefolder'"),
         ("train.granularity=blocks", "must be 'layer', 'end-to-end' or 'block:K'"),
         ("model.hidden=[10,-1]", "invalid value for 'model.hidden'"),
+        ("optim.block_lr_scale=[1,0]", "invalid value for 'optim.block_lr_scale': must be a non-empty list of positive factors"),
+        ("optim.block_lr_scale=[]", "invalid value for 'optim.block_lr_scale'"),
         ("method.negatives=random", "invalid value for 'method.negatives'"),
         ("method.name=nope", "unknown method 'nope'; valid methods: backprop, blockwise-ssl, ff-channelwise"),
         ("train.epochs.x=1", "'train.epochs' is a value, not a section"),
