@@ -170,7 +170,15 @@ def test_missing_data_says_where_it_looked(tmp_path, data_dir, capsys):
     assert main(["train", "ff-bench", "--out", str(tmp_path / "run"), "--data-dir", str(empty), *TINY]) == 1
     err = one_line_error(capsys)
     assert str(empty) in err and "cache" in err
-    assert not (tmp_path / "run" / "summary.json").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_refused_by_its_trainer_leaves_no_folder(tmp_path, data_dir, capsys):
+    assert train_cli(tmp_path / "new", data_dir, "optim.block_lr_scale=[1,1,1,1,1,1]") == 2
+    assert "optim.block_lr_scale" in one_line_error(capsys) and not (tmp_path / "new").exists()
+    (tmp_path / "given").mkdir()
+    assert train_cli(tmp_path / "given", data_dir, "optim.block_lr_scale=[1,1,1,1,1,1]") == 2
+    assert (tmp_path / "given").is_dir()
 
 
 def test_unwritable_out_is_a_run_error(tmp_path, data_dir, capsys):

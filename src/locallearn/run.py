@@ -24,7 +24,7 @@ from locallearn.config import Config, apply_overrides, load_yaml, validate
 from locallearn.data import load_dataset
 from locallearn.distributed.context import DistContext, close_distributed, init_distributed, pick_device
 from locallearn.engine import Trainer
-from locallearn.errors import RunError, UsageError
+from locallearn.errors import LocalLearnError, RunError, UsageError
 from locallearn.evaluate import classify_split, linear_probes, split_features
 from locallearn.knn import knn_accuracy
 
@@ -147,14 +147,20 @@ def train(config: Config, preset: str, out: Path, resume: bool = False, callback
 def _train(config: Config, preset: str, out: Path, resume: bool, callbacks, ctx: DistContext, device: torch.device) -> dict | None:
     if not resume and (out / "checkpoint.json").exists():
         raise UsageError(f"{out} already holds a run; continue it with --resume or choose another --out")
+    created = ctx.is_main and not out.exists()
     if ctx.is_main:
         prepare_out_dir(out)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     c = config
-    data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download,
-                        image_size=c.data.image_size, workers=c.data.workers, crop_scale=c.data.crop_scale).to(device)
-    trainer = Trainer(config, data, device, ctx)
+    try:
+        data = load_dataset(c.data.name, c.data.dir, c.data.val_size, c.data.train_subset, c.data.normalize, c.data.download,
+                            image_size=c.data.image_size, workers=c.data.workers, crop_scale=c.data.crop_scale).to(device)
+        trainer = Trainer(config, data, device, ctx)
+    except LocalLearnError:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a run refused before it began leaves no empty folder behind
+        raise
     history: list[dict] = []
     if resume:
         index = load_checkpoint(out, trainer)
