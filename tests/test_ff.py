@@ -156,7 +156,7 @@ def test_batched_goodness_classification_equals_one_label_at_a_time(tmp_path):
             torch.testing.assert_close(g[:, label], goodness(out, "sum"))
 
 
-@pytest.mark.parametrize("overrides", [[], ["method.negatives=hard"], ["method.loss=symba", "method.goodness=mean"], ["method.peer_weight=0.03"], ["model.dropout=0.2"]])
+@pytest.mark.parametrize("overrides", [[], ["method.negatives=hard"], ["method.loss=symba", "method.goodness=mean"], ["method.peer_weight=0.03"], ["model.dropout=0.2"], ["model.out_norm=batch"]])
 def test_supervised_ff_learns_the_synthetic_task(tmp_path, overrides):
     """A few epochs on the synthetic bars data take goodness classification far above chance (10%)."""
     data = tiny_splits(tmp_path)

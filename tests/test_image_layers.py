@@ -85,13 +85,24 @@ def test_groups_that_do_not_fit_are_usage_errors(overrides, message):
         build_backbone(model_config("model.arch=conv", *overrides), (1, 8, 8))
 
 
-def test_batch_norm_after_the_activation_normalises_each_channel_over_the_batch():
+@pytest.mark.parametrize(
+    "arch, batch_norm, dims",
+    [(["model.arch=conv", "model.channels=[5]", "model.input_norm=none"], torch.nn.BatchNorm2d, (0, 2, 3)),
+     (["model.arch=mlp", "model.hidden=[5]"], torch.nn.BatchNorm1d, (0,))],
+)
+def test_batch_norm_after_the_activation_normalises_each_unit_over_the_batch(arch, batch_norm, dims):
     torch.manual_seed(0)
-    (layer,) = build_backbone(model_config("model.arch=conv", "model.channels=[5]", "model.out_norm=batch", "model.input_norm=none"), (1, 6, 6))
-    assert isinstance(layer[-1], torch.nn.BatchNorm2d) and isinstance(layer[-2], torch.nn.ReLU)
-    out = layer(random_images(8, shape=(1, 6, 6)) * 3 + 1)
-    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(5), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.var(dim=(0, 2, 3), unbiased=False), torch.ones(5), atol=1e-3, rtol=0)
+    (layer,) = build_backbone(model_config(*arch, "model.out_norm=batch"), (1, 6, 6))
+    assert isinstance(layer[-1], batch_norm) and isinstance(layer[-2], torch.nn.ReLU)
+    out = layer(random_images(64, shape=(1, 6, 6)) * 3 + 1)
+    torch.testing.assert_close(out.mean(dim=dims), torch.zeros(5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(dim=dims, unbiased=False), torch.ones(5), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["vgg", "resnet18"])
+def test_out_norm_on_a_backbone_with_batch_norm_of_its_own_is_refused(arch):
+    with pytest.raises(UsageError, match=f"model.out_norm applies to mlp, conv and locally-connected layers, not model.arch={arch}"):
+        build_backbone(model_config(f"model.arch={arch}", "model.channels=[4]", "model.out_norm=batch"), (1, 8, 8))
 
 
 def test_per_position_norm_gives_every_position_unit_rms_over_channels():

@@ -64,8 +64,8 @@ class ModelConfig(Section):
     `position` with a goodness taken per position); the image is always normalised whole.
     `groups` (conv only) splits a layer's convolution into that many groups: with one per
     class, every other layer keeps each class's channels apart (the CFSE blocks of
-    CwComp). `out_norm: batch` ends each conv / locally connected layer with BatchNorm
-    after the activation (CwComp's layers; use it with `input_norm: none`).
+    CwComp). `out_norm: batch` ends each mlp, conv or locally connected layer with
+    BatchNorm after the activation (CwComp's layers).
 
     `vgg` uses the same per-layer keys, each layer `[pool] -> conv -> BatchNorm -> activation`
     (no input norm). `resnet18` and `resnet50` are four stages (the stem in the first) of

@@ -13,8 +13,8 @@ from locallearn.nn.vgg import vgg_layers
 
 
 def mlp_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
-    """Dense layers of widths `hidden`; the first flattens the image."""
-    return build_layers("mlp", model.hidden, input_shape, model.activation, model.input_norm, (model.input_dropout, model.dropout))
+    """Dense layers of widths `hidden` [each ending with BatchNorm]; the first flattens the image."""
+    return build_layers("mlp", model.hidden, input_shape, model.activation, model.input_norm, (model.input_dropout, model.dropout), model.out_norm)
 
 
 def image_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
@@ -50,4 +50,6 @@ def build_backbone(model, input_shape: tuple[int, ...]) -> list[nn.Module]:
         raise UsageError(f"model.arch={model.arch} has no backbone builder; valid: {', '.join(sorted(BUILDERS))}")
     if (model.dropout or model.input_dropout) and model.arch not in ("mlp", "conv", "locally-connected"):
         raise UsageError(f"model.dropout and model.input_dropout apply to mlp, conv and locally-connected layers, not model.arch={model.arch} (its regulariser is model.activity_noise)")
+    if model.out_norm != "none" and model.arch not in ("mlp", "conv", "locally-connected"):
+        raise UsageError(f"model.out_norm applies to mlp, conv and locally-connected layers, not model.arch={model.arch} (whose layers have BatchNorm already); use model.out_norm=none")
     return BUILDERS[model.arch](model, tuple(input_shape))

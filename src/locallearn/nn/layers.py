@@ -72,10 +72,15 @@ def dropout(p: float) -> list[nn.Module]:
 
 
 class DenseLayer(nn.Sequential):
-    """normalise input [-> dropout] -> linear -> activation: one layer of an FF or backprop MLP."""
+    """normalise input [-> dropout] -> linear -> activation [-> BatchNorm]: one layer of an FF or backprop MLP.
 
-    def __init__(self, in_features: int, out_features: int, activation: str = "relu", input_norm: str = "rms", dropout_p: float = 0.0):
-        super().__init__(InputNorm(input_norm), *dropout(dropout_p), nn.Linear(in_features, out_features), ACTIVATIONS[activation]())
+    With `out_norm="batch"` the layer ends with BatchNorm, as `ImageLayer` can: its
+    objective and the next layer see each unit normalised over the batch.
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation: str = "relu", input_norm: str = "rms", dropout_p: float = 0.0, out_norm: str = "none"):
+        batch_norm = [nn.BatchNorm1d(out_features)] if out_norm == "batch" else []
+        super().__init__(InputNorm(input_norm), *dropout(dropout_p), nn.Linear(in_features, out_features), ACTIVATIONS[activation](), *batch_norm)
         self.out_features = out_features
 
 

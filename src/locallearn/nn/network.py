@@ -11,14 +11,15 @@ from locallearn.errors import UsageError
 from locallearn.nn.layers import DenseLayer
 
 
-def build_layers(arch: str, hidden: list[int], input_shape: tuple[int, ...], activation: str, input_norm: str, dropout_p: tuple[float, float] = (0.0, 0.0)) -> list[nn.Module]:
+def build_layers(arch: str, hidden: list[int], input_shape: tuple[int, ...], activation: str, input_norm: str, dropout_p: tuple[float, float] = (0.0, 0.0), out_norm: str = "none") -> list[nn.Module]:
     """The layers of the backbone, in order; each has an `out_features` attribute.
 
-    `dropout_p` is the dropout probability on the first layer's input and on each later layer's."""
+    `dropout_p` is the dropout probability on the first layer's input and on each later layer's;
+    `out_norm` is what ends every layer (`none`, or `batch` for BatchNorm)."""
     if arch != "mlp":
         raise UsageError(f"unknown model.arch '{arch}'; valid: mlp")
     widths = [math.prod(input_shape), *hidden]
-    layers: list[nn.Module] = [DenseLayer(i, o, activation, input_norm, dropout_p[k > 0]) for k, (i, o) in enumerate(zip(widths, widths[1:]))]
+    layers: list[nn.Module] = [DenseLayer(i, o, activation, input_norm, dropout_p[k > 0], out_norm) for k, (i, o) in enumerate(zip(widths, widths[1:]))]
     layers[0] = nn.Sequential(nn.Flatten(), *layers[0])
     layers[0].out_features = hidden[0]
     return layers
