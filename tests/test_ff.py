@@ -185,6 +185,18 @@ def test_hard_negatives_come_from_the_models_belief(tmp_path, count):
     assert torch.equal(negatives.argmax(1), hard[index].t().flatten())
 
 
+@pytest.mark.parametrize("belief", ["classifier", "first"])
+def test_hard_negatives_are_drawn_from_the_chosen_belief(tmp_path, belief):
+    data = tiny_splits(tmp_path)
+    trainer = Trainer(tiny_config("ff-bench", tmp_path, "method.negatives=hard", f"method.hard_belief={belief}", "method.skip_first=true"), data)
+    trainer.train_epoch()
+    method, net, x, y = trainer.method, trainer.net, data.train_x, data.train_y
+    method.start_epoch(net, 1, x, y, torch.Generator().manual_seed(0), x.shape[0])
+    per_block = method.goodness_per_label(net, x)
+    scores = per_block[0] if belief == "first" else sum(per_block[1:])
+    assert torch.equal(method.hard_labels, hard_wrong_labels(scores, y, torch.Generator().manual_seed(0)))
+
+
 def test_augmented_views_flip_the_image_and_then_write_the_label(tmp_path):
     data = tiny_splits(tmp_path)
     flip_all = "method.augment={crop_scale: 1.0, crop_ratio: 1.0, flip: 1.0, jitter: 0.0}"

@@ -32,11 +32,17 @@ class FFSupervisedOptions(FFOptions):
 
     `label_strength`: the label's lit pixel in units of the black-to-white range (1: a white
     pixel, as the paper); larger values weigh the label more against the image in layer 1.
+
+    `hard_belief`: the goodness whose softmax hard negatives are drawn from: `classifier` (the
+    blocks the model classifies by, as Hinton's code) or `first` (the first block alone: about
+    an eighth of the refresh's arithmetic in the 4x2000 preset, for a belief close to the sum's
+    when the first block carries most of the classification).
     """
 
     negatives: Literal["uniform", "hard"] = "uniform"
     negatives_per_positive: int = Field(1, gt=0)
     hard_refresh_epochs: int = Field(1, gt=0)
+    hard_belief: Literal["classifier", "first"] = "classifier"
     skip_first: bool = True
     classifier: Literal["goodness", "readout"] = "goodness"
     augment: Optional[AugmentOptions] = None
@@ -85,9 +91,18 @@ class FFSupervised(Method):
                              "does not hold; use method.negatives=uniform")
         chunks = []
         for start in range(0, train_x.shape[0], batch_size):
-            scores = self.predict(net, train_x[start : start + batch_size])["goodness"]
+            scores = self._belief(net, train_x[start : start + batch_size])
             chunks.append(hard_wrong_labels(scores, train_y[start : start + batch_size], generator, self.options.negatives_per_positive))
         self.hard_labels = torch.cat(chunks)
+
+    @torch.no_grad()
+    def _belief(self, net: LocalNet, x: torch.Tensor) -> torch.Tensor:
+        """(B, C) scores that hard negatives are drawn from (`hard_belief`)."""
+        if self.options.hard_belief == "classifier":
+            return self.predict(net, x)["goodness"]
+        first = net.blocks[0]
+        inputs = overlay_every_label(x, self.data.num_classes, *self._label_range())
+        return first.objective.score(first(inputs)).view(x.shape[0], -1)
 
     @torch.no_grad()
     def goodness_per_label(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
