@@ -98,17 +98,15 @@ class FFSupervised(Method):
     @torch.no_grad()
     def _belief(self, net: LocalNet, x: torch.Tensor) -> torch.Tensor:
         """(B, C) scores that hard negatives are drawn from (`hard_belief`)."""
-        if self.options.hard_belief == "classifier":
-            return self.predict(net, x)["goodness"]
-        first = net.blocks[0]
-        inputs = overlay_every_label(x, self.data.num_classes, *self._label_range())
-        return first.objective.score(first(inputs)).view(x.shape[0], -1)
+        if self.options.hard_belief == "first":
+            return self.goodness_per_label(net, x, depth=1)[0]
+        return self.predict(net, x)["goodness"]
 
     @torch.no_grad()
-    def goodness_per_label(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, C) goodness of every block for every candidate label, from one pass of B*C inputs (never differentiated)."""
+    def goodness_per_label(self, net: LocalNet, x: torch.Tensor, depth: Optional[int] = None) -> list[torch.Tensor]:
+        """(B, C) goodness of the first `depth` blocks (all by default) for every candidate label, from one pass of B*C inputs (never differentiated)."""
         inputs = overlay_every_label(x, self.data.num_classes, *self._label_range())
-        return [block.objective.score(out).view(x.shape[0], -1) for block, out in zip(net.blocks, net.forward_blocks(inputs))]
+        return [block.objective.score(out).view(x.shape[0], -1) for block, out in zip(net.blocks, net.forward_blocks(inputs, depth))]
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
         per_block = self.goodness_per_label(net, x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -61,16 +62,17 @@ class Block(nn.Module):
 
 
 class LocalNet(nn.Module):
-    """The blocks in order. `forward_blocks` returns every block's output, without grad."""
+    """The blocks in order. `forward_blocks` returns every block's output (or the first few), without grad."""
 
     def __init__(self, blocks: list[Block]):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
     @torch.no_grad()
-    def forward_blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward_blocks(self, x: torch.Tensor, depth: Optional[int] = None) -> list[torch.Tensor]:
+        """Outputs of the first `depth` blocks (all by default), each fed the one before."""
         outputs = []
-        for block in self.blocks:
+        for block in self.blocks[:depth]:
             x = block(x)
             outputs.append(x)
         return outputs
