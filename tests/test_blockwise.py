@@ -289,3 +289,20 @@ def test_the_cosine_probe_schedule_settles_at_the_optimum_where_a_constant_rate_
     lbfgs.step(closure)
     optimum = closure().item()
     assert loss["cosine"] < optimum + 0.01 and loss["constant"] > optimum + 0.1, (loss, optimum)  # here 0.754, 1.006, 0.751
+
+
+def test_probe_weight_decay_settles_at_the_l2_regularised_optimum():
+    """With `weight_decay` and a cosine rate the probe ends where the gradient of its loss plus (wd/2)·||W||² (biases
+    free) vanishes, with a smaller weight than without: the coupled penalty, not AdamW's decay, which stops elsewhere."""
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (600,), generator=generator)
+    x = torch.randn(600, 20, generator=generator) + 2 * F.one_hot(y, 20).float()
+    decay = 0.05
+    plain = fit_linear_probe(x, y, 3, epochs=300, lr=0.05, seed=0, batch_size=600, schedule="cosine")
+    probe = fit_linear_probe(x, y, 3, epochs=300, lr=0.05, seed=0, batch_size=600, schedule="cosine", weight_decay=decay)
+    weight, bias = probe.linear.weight.detach().requires_grad_(), probe.linear.bias.detach().requires_grad_()
+    standardised = (x - probe.mean) / probe.std
+    objective = F.cross_entropy(standardised @ weight.T + bias, y) + decay / 2 * weight.square().sum()
+    objective.backward()
+    gradient = torch.cat([weight.grad.flatten(), bias.grad])
+    assert gradient.norm() < 1e-3 and weight.norm() < 0.5 * plain.linear.weight.norm(), (gradient.norm(), weight.norm(), plain.linear.weight.norm())

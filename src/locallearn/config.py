@@ -173,6 +173,7 @@ class EvalConfig(Section):
     probe_epochs: int = Field(10, gt=0)
     probe_lr: float = Field(1e-3, gt=0)
     probe_schedule: Literal["constant", "cosine"] = "constant"  # cosine: the probe's rate decays to zero over its epochs
+    probe_weight_decay: float = Field(0.0, ge=0)  # L2 penalty (weight_decay/2)·||W||² on the probes' weights, not their biases
     probe_flip: bool = False  # probes also train on every training image mirrored left-right (the usual linear-evaluation augmentation)
     knn: bool = True
     knn_k: int = Field(20, gt=0)

@@ -87,15 +87,18 @@ class LinearProbe(nn.Module):
 
 
 def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, lr: float, seed: int, batch_size: int = 256,
-                     schedule: str = "constant") -> LinearProbe:
+                     schedule: str = "constant", weight_decay: float = 0.0) -> LinearProbe:
     """Train a linear probe with Adam on fixed features (a fixed number of epochs, no early stopping).
 
     `schedule` "cosine" decays the rate to zero over the epochs, so the probe settles at the
-    optimum instead of ending wherever the last steps' noise left it.
+    optimum instead of ending wherever the last steps' noise left it. `weight_decay` adds
+    (weight_decay/2)·||W||² to the loss (coupled, not AdamW's decay, so that optimum is the
+    L2-regularised one): standardising makes a rarely active unit's few values large, and
+    the penalty keeps the probe from fitting its training examples through such units.
     """
     generator = torch.Generator().manual_seed(seed)
     probe = LinearProbe(features.mean(0), features.std(0) + 1e-6, num_classes).to(features.device)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
+    optimizer = torch.optim.Adam([{"params": [probe.linear.weight], "weight_decay": weight_decay}, {"params": [probe.linear.bias]}], lr=lr)
     steps = epochs * -(-features.shape[0] // batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(schedule, step, steps))
     for _ in range(epochs):
@@ -134,12 +137,13 @@ def mirrored_train_features(method: Method, net: LocalNet, data, batch_size: int
 
 def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int], epochs: int, lr: float, seed: int, batch_size: int,
                   features: dict[str, list[torch.Tensor]] | None = None, train_size: int | None = None,
-                  flip: bool = False, schedule: str = "constant") -> dict[str, dict[str, float]]:
+                  flip: bool = False, schedule: str = "constant", weight_decay: float = 0.0) -> dict[str, dict[str, float]]:
     """Val and test accuracy of a probe on each block, and of a readout on the concatenated `readout_blocks`.
 
     The probes train on the fixed subset of `train_size` training examples (None: all),
     with `flip` on each of them mirrored as well (twice the examples; val and test are
-    never mirrored), and with `schedule` "cosine" at a rate decaying to zero. `features`
+    never mirrored), with `schedule` "cosine" at a rate decaying to zero, and with an L2
+    penalty of `weight_decay` (see `fit_linear_probe`). `features`
     (from `split_features` with the same `train_size`) saves recomputing them when the
     caller has them already.
     """
@@ -156,7 +160,7 @@ def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int]
     results = {}
     for name, blocks in candidates.items():
         pick = {split: torch.cat([feats[i] for i in blocks], dim=1) for split, feats in features.items()}
-        probe = fit_linear_probe(pick["train"], labels["train"], data.num_classes, epochs, lr, seed, schedule=schedule)
+        probe = fit_linear_probe(pick["train"], labels["train"], data.num_classes, epochs, lr, seed, schedule=schedule, weight_decay=weight_decay)
         results[name] = {"val": probe_accuracy(probe, pick["val"], labels["val"]), "test": probe_accuracy(probe, pick["test"], labels["test"])}
     results.setdefault("readout", results[names[readout_blocks[0]]])
     return results

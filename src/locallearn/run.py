@@ -111,7 +111,7 @@ def evaluate_final(trainer: Trainer, config: Config) -> tuple[dict, list[dict]]:
     if ev.probes:
         readout = method.readout_blocks(len(net.blocks))
         probes = linear_probes(method, net, data, readout, ev.probe_epochs, ev.probe_lr, config.train.seed, batch, features, ev.feature_train_size,
-                               ev.probe_flip, ev.probe_schedule)
+                               ev.probe_flip, ev.probe_schedule, ev.probe_weight_decay)
         for entry in per_block:
             entry["probe_accuracy"] = probes[entry["name"]]["test"]
             entry["probe_val_accuracy"] = probes[entry["name"]]["val"]
