@@ -93,8 +93,8 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     `schedule` "cosine" decays the rate to zero over the epochs, so the probe settles at the
     optimum instead of ending wherever the last steps' noise left it. `weight_decay` adds
     (weight_decay/2)·||W||² to the loss (coupled, not AdamW's decay, so that optimum is the
-    L2-regularised one): standardising makes a rarely active unit's few values large, and
-    the penalty keeps the probe from fitting its training examples through such units.
+    L2-regularised one), meant for features where standardising makes a rarely active
+    unit's few values large.
     """
     generator = torch.Generator().manual_seed(seed)
     probe = LinearProbe(features.mean(0), features.std(0) + 1e-6, num_classes).to(features.device)
