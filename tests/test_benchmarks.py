@@ -8,6 +8,7 @@
   an epoch from the same start (without flips, whose coins the two draw differently).
 - goodness_combinations scores a saved run's plain goodness sum and single layers exactly as
   the engine does.
+- readout_sweep refits a saved run's readout to exactly the accuracy the run reported.
 - table prints a dash, not a number, for an accuracy a run does not have.
 - ff_variants' cumulative goodness adds the layers below without their gradients, its
   concatenated self-contrastive pairs give the first layer two weight sets and positives [x; x],
@@ -21,9 +22,11 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from datafiles import write_mnist_like
 from helpers import TINY
 from locallearn.cli import main
 from locallearn.config import load_config
@@ -104,6 +107,22 @@ def test_goodness_combinations_score_a_run_as_the_engine_does(tmp_path, data_dir
     named = combinations.combinations(2, goodness.flatten(1).std(dim=1))
     assert combinations.accuracy(named["sum of all layers (method.skip_first=false)"](goodness), labels) == pytest.approx(100 * engine["goodness"])
     assert combinations.accuracy(named["layer 2 alone"](goodness), labels) == pytest.approx(100 * engine["layer2"])
+
+
+def test_readout_sweep_refits_the_readout_the_run_reported(tmp_path, data_dir):
+    """On noise images with random labels the readout's accuracy hangs on every detail of its fit (features, rate schedule, seed)."""
+    sweep = load_benchmark("readout_sweep")
+    rng = np.random.default_rng(0)
+    noise = write_mnist_like(tmp_path / "noise", 0, 0, images=tuple(rng.integers(0, 256, (n, 28, 28)) for n in (600, 400)),
+                             labels=tuple(rng.integers(0, 10, n) for n in (600, 400)))
+    out = tmp_path / "run"
+    assert main(["train", "ff-unsupervised-small", "--out", str(out), "--data-dir", str(noise), "--quiet", *TINY, "data.val_size=300",
+                 "train.epochs=1", "method.readout_last=2", "eval.probe_epochs=3", "eval.probe_schedule=cosine", "eval.knn=false"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    _, as_trained, other = sweep.readout_scores(out, [sweep.parse_setting("3"), sweep.parse_setting("3,0.001,0,128")])
+    assert as_trained["test"] == pytest.approx(100 * summary["readout_test_accuracy"], abs=0.005)
+    assert as_trained["val"] == pytest.approx(100 * summary["val_accuracy"], abs=0.005)
+    assert other["batch_size"] == 128 and (other["val"], other["test"]) != (as_trained["val"], as_trained["test"])
 
 
 def test_results_table_marks_missing_accuracies_with_a_dash(tmp_path, data_dir):
