@@ -21,12 +21,13 @@ import time
 
 import torch
 
+from locallearn.errors import LocalLearnError
 from locallearn.evaluate import fit_linear_probe, probe_accuracy, split_features
 from locallearn.run import restore_run
 
 
 def parse_setting(text: str) -> dict:
-    """`EPOCHS[,LR[,WEIGHT_DECAY[,BATCH]]]` -> keyword arguments, defaults lr 1e-3, no penalty, batch 256."""
+    """`EPOCHS[,LR[,WEIGHT_DECAY[,BATCH]]]` -> keyword arguments; the defaults (lr 1e-3, no penalty, batch 256) are `locallearn eval`'s."""
     parts = text.split(",")
     if not 1 <= len(parts) <= 4:
         raise SystemExit(f"setting {text!r}: expected EPOCHS[,LR[,WEIGHT_DECAY[,BATCH]]], e.g. 30 or 50,0.001,0,256")
@@ -35,6 +36,8 @@ def parse_setting(text: str) -> dict:
         epochs, lr, weight_decay, batch = int(parts[0]), float(parts[1]), float(parts[2]), int(parts[3])
     except ValueError:
         raise SystemExit(f"setting {text!r}: EPOCHS and BATCH must be integers, LR and WEIGHT_DECAY numbers") from None
+    if min(epochs, lr, batch) <= 0 or weight_decay < 0:
+        raise SystemExit(f"setting {text!r}: EPOCHS, LR and BATCH must be positive, WEIGHT_DECAY not negative")
     return {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch}
 
 
@@ -61,5 +64,8 @@ def readout_scores(run: str, settings: list[dict]):
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         raise SystemExit(__doc__.split("\n\n")[2].strip())
-    for line in readout_scores(sys.argv[1], [parse_setting(s) for s in sys.argv[2:]]):
-        print(json.dumps(line), flush=True)
+    try:
+        for line in readout_scores(sys.argv[1], [parse_setting(s) for s in sys.argv[2:]]):
+            print(json.dumps(line), flush=True)
+    except LocalLearnError as err:
+        raise SystemExit(f"readout_sweep: {err}") from None
