@@ -22,7 +22,7 @@ import time
 import torch
 
 from locallearn.errors import LocalLearnError
-from locallearn.evaluate import fit_linear_probe, probe_accuracy, split_features
+from locallearn.evaluate import fit_linear_probe, probe_accuracy, split_features, split_labels
 from locallearn.run import restore_run
 
 
@@ -53,7 +53,7 @@ def readout_scores(run: str, settings: list[dict]):
     yield {"features_seconds": round(time.perf_counter() - start, 1)}
     blocks = trainer.method.readout_blocks(len(trainer.net.blocks))
     readout = {split: torch.cat([feats[i] for i in blocks], dim=1) for split, feats in features.items()}
-    labels = {"train": data.labels("train", train_size), "val": data.labels("val"), "test": data.labels("test")}
+    labels = split_labels(data, train_size)
     for setting in settings:
         start = time.perf_counter()
         probe = fit_linear_probe(readout["train"], labels["train"], data.num_classes, seed=config.train.seed, schedule=config.eval.probe_schedule, **setting)

@@ -124,10 +124,15 @@ def probe_accuracy(probe: LinearProbe, features: torch.Tensor, labels: torch.Ten
 def split_features(method: Method, net: LocalNet, data, batch_size: int, train_size: int | None = None) -> dict[str, list[torch.Tensor]]:
     """Per-block features of the train, val and test splits; of train only its fixed subset of `train_size` examples (None: all).
 
-    The labels in the same order are `data.labels(split)` (`data.labels("train", train_size)`).
+    The labels in the same order are `split_labels(data, train_size)`.
     """
     limits = {"train": train_size, "val": None, "test": None}
     return {split: batch_features(method, net, (x for x, _ in data.eval_batches(split, batch_size, limit))) for split, limit in limits.items()}
+
+
+def split_labels(data, train_size: int | None = None) -> dict[str, torch.Tensor]:
+    """The labels of the train (its fixed subset of `train_size` examples), val and test splits, in `split_features`' order."""
+    return {"train": data.labels("train", train_size), "val": data.labels("val"), "test": data.labels("test")}
 
 
 def mirrored_train_features(method: Method, net: LocalNet, data, batch_size: int, train_size: int | None = None) -> list[torch.Tensor]:
@@ -148,7 +153,7 @@ def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int]
     caller has them already.
     """
     features = dict(features or split_features(method, net, data, batch_size, train_size))
-    labels = {"train": data.labels("train", train_size), "val": data.labels("val"), "test": data.labels("test")}
+    labels = split_labels(data, train_size)
     if flip:
         mirrored = mirrored_train_features(method, net, data, batch_size, train_size)
         features["train"] = [torch.cat(pair) for pair in zip(features["train"], mirrored)]

@@ -25,7 +25,7 @@ from locallearn.data import load_dataset
 from locallearn.distributed.context import DistContext, close_distributed, init_distributed, pick_device
 from locallearn.engine import Trainer
 from locallearn.errors import LocalLearnError, RunError, UsageError
-from locallearn.evaluate import classify_split, linear_probes, split_features
+from locallearn.evaluate import classify_split, linear_probes, split_features, split_labels
 from locallearn.knn import knn_accuracy
 
 EpochCallback = Callable[[Trainer, dict], None]
@@ -117,9 +117,9 @@ def evaluate_final(trainer: Trainer, config: Config) -> tuple[dict, list[dict]]:
             entry["probe_val_accuracy"] = probes[entry["name"]]["val"]
         result["readout"] = probes["readout"]
     if ev.knn:
-        train_y, test_y = data.labels("train", ev.feature_train_size), data.labels("test")
+        labels = split_labels(data, ev.feature_train_size)
         for i, entry in enumerate(per_block):
-            entry["knn_accuracy"] = knn_accuracy(features["train"][i], train_y, features["test"][i], test_y, ev.knn_k, ev.knn_temperature)
+            entry["knn_accuracy"] = knn_accuracy(features["train"][i], labels["train"], features["test"][i], labels["test"], ev.knn_k, ev.knn_temperature)
     return result, per_block
 
 
