@@ -135,7 +135,7 @@ def test_supervised_ff_trains_image_layers(tmp_path):
     assert scores["goodness"].shape == (7, 10)
 
 
-@pytest.mark.parametrize("preset", ["ff-unsupervised", "ff-unsupervised-local", "ff-selfcontrastive", "ff-conv", "ff-unsupervised-small"])
+@pytest.mark.parametrize("preset", ["ff-unsupervised", "ff-unsupervised-hinton", "ff-unsupervised-local", "ff-selfcontrastive", "ff-conv", "ff-unsupervised-small"])
 def test_presets_build_and_take_a_step(tmp_path, preset):
     data = tiny_splits(tmp_path)
     config = load_config(preset, ["data.name=mnist", f"data.dir={tmp_path}", "data.download=false", "data.batch_size=20"])
@@ -143,3 +143,13 @@ def test_presets_build_and_take_a_step(tmp_path, preset):
     x, y, index = next(iter(trainer.batcher.batches(0)))
     metrics, _ = train_step(trainer.net.blocks, trainer.optimizers, trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0)))
     assert len(metrics) == len(trainer.net.blocks) and all(torch.isfinite(m["loss"]) for m in metrics)
+
+
+def test_the_unsupervised_preset_is_hintons_recipe_changed_only_where_the_readme_says():
+    ours, hinton = load_config("ff-unsupervised").to_dict(), load_config("ff-unsupervised-hinton").to_dict()
+    changed = {("model", "out_norm"): "batch", ("method", "readout_last"): 4, ("train", "epochs"): 10,
+               ("optim", "block_lr_scale"): [1, 0.05], ("eval", "probe_schedule"): "cosine", ("eval", "probe_epochs"): 30}
+    for (section, key), value in changed.items():
+        assert ours[section].pop(key) == value and hinton[section].pop(key) != value, key
+    ours.pop("description"), hinton.pop("description")
+    assert ours == hinton
