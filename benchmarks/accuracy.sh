@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The accuracy runs of the README's results table, one after another, into runs/bench/.
-# Full list: roughly 10.2 hours on 2 quiet CPU cores (the sum of the runs timed in the README). Pass preset names to run only some: benchmarks/accuracy.sh backprop-mlp
+# Full list: roughly 10.7 hours on 2 quiet CPU cores (the sum of the runs timed in the README). Pass preset names to run only some: benchmarks/accuracy.sh backprop-mlp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs/bench
