@@ -13,7 +13,6 @@ the achieved GFLOP/s and the matrix-multiply rate of this machine measured in th
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from epoch_timing import time_epochs
+from locallearn.atomic import write_json_atomic
 from locallearn.config import load_config
 from locallearn.data import load_dataset
 from locallearn.engine import Trainer
@@ -87,15 +88,8 @@ def main() -> None:
     optimizers = [torch.optim.Adam(layer.parameters(), lr=config.optim.lr) for layer in layers]
     generator = torch.Generator().manual_seed(0)
 
-    times = {"locallearn": [], "hand-written": []}
-    for _ in range(args.repeats):
-        trainer.epoch = 0
-        start = time.perf_counter()
-        trainer.train_epoch()
-        times["locallearn"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        hand_written_epoch(layers, optimizers, data.train_x, data.train_y, data.pixel_low, data.pixel_high, config.data.batch_size, generator)
-        times["hand-written"].append(time.perf_counter() - start)
+    times = time_epochs(trainer, lambda _: hand_written_epoch(layers, optimizers, data.train_x, data.train_y, data.pixel_low,
+                                                              data.pixel_high, config.data.batch_size, generator), args.repeats)
     peak = matmul_gflops()
     flops = epoch_flops(n, widths)
     best = {k: min(v) for k, v in times.items()}
@@ -111,7 +105,7 @@ def main() -> None:
         "math_bound_seconds": flops / (peak * 1e9),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(args.out, result)
     print(f"ff-bench epoch on {n} examples, {result['threads']} threads")
     for k, v in best.items():
         print(f"  {k:13s} {v:7.2f} s   {result['achieved_gflops'][k]:6.1f} GFLOP/s")

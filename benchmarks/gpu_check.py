@@ -58,6 +58,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from locallearn.atomic import write_json_atomic
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
@@ -97,13 +98,6 @@ class Clock:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def write_json(path: Path, result: dict) -> None:
-    """Write atomically, so a check killed at any moment leaves the last complete file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def proc_status_mb(key: str) -> float | None:
@@ -405,7 +399,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     result: dict = {"mode": "gpu" if gpu else "cpu-fallback", "environment": environment(device), "settings": vars(args) | {"out": str(args.out)}}
-    save = lambda: write_json(args.out, result)  # noqa: E731
+    save = lambda: write_json_atomic(args.out, result)  # noqa: E731
     print(f"gpu_check: {result['mode']} on {result['environment'].get('gpu', platform.processor() or 'cpu')}, torch {torch.__version__}, budget {clock.budget:.0f} s", flush=True)
 
     peaks = {}

@@ -13,13 +13,13 @@ alternate epochs (`--repeats` rounds); the best of each is reported.
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from epoch_timing import time_epochs
+from locallearn.atomic import write_json_atomic
 from locallearn.config import load_config
 from locallearn.data import load_dataset
 from locallearn.engine import Trainer
@@ -83,21 +83,13 @@ def main() -> None:
     config = load_config(preset, ["logging.progress=false", f"data.train_subset={args.subset}"])
     data = load_dataset(config.data.name, train_subset=args.subset)
     trainer = Trainer(config, data)
-    times = {"locallearn": [], "hand-written": []}
-    for round_ in range(args.repeats):
-        trainer.epoch = 0
-        start = time.perf_counter()
-        trainer.train_epoch()
-        times["locallearn"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        hand(trainer, torch.Generator().manual_seed(round_))
-        times["hand-written"].append(time.perf_counter() - start)
+    times = time_epochs(trainer, lambda round_: hand(trainer, torch.Generator().manual_seed(round_)), args.repeats)
     best = {k: min(v) for k, v in times.items()}
     ratio = best["locallearn"] / best["hand-written"]
     print(f"{preset}, {args.subset} examples, {torch.get_num_threads()} threads: locallearn {best['locallearn']:.2f} s, "
           f"hand-written {best['hand-written']:.2f} s, ratio {ratio:.3f}")
     out = Path(__file__).parent / "results" / f"image_ff_speed_{args.case}.json"
-    out.write_text(json.dumps({"preset": preset, "examples": args.subset, "seconds": times, "ratio": ratio}, indent=2) + "\n")
+    write_json_atomic(out, {"preset": preset, "examples": args.subset, "seconds": times, "ratio": ratio})
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import torch
 
+from locallearn.atomic import write_json_atomic
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
@@ -232,7 +233,7 @@ def main() -> None:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"title": title, "settings": settings, "torch": torch.__version__, "rows": rows, "summary": summary}
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(args.out, result)
     plot(rows, title, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 

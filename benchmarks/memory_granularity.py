@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from locallearn.atomic import write_json_atomic
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
@@ -85,7 +86,7 @@ def main() -> None:
     for row in rows:
         print(f"{row['granularity']:<12} {row['blocks']:>6} {row['peak_above_baseline_mb']:>10.1f} {row['peak_above_baseline_mb'] / reference:>16.2f}")
     if args.out:
-        args.out.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
+        write_json_atomic(args.out, {"settings": settings, "rows": rows})
 
 
 if __name__ == "__main__":

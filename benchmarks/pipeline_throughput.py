@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from locallearn.atomic import write_json_atomic
+
 
 def run(label: str, launcher: list[str], threads: int, overrides: list[str], env_threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +59,7 @@ def main() -> None:
         row["speedup"] = row["samples_per_second"] / base
         print(f"{row['setup']:36s} {row['samples_per_second']:10.0f} {row['speedup']:12.2f}x {row['test_accuracy']:9.4f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"subset": args.subset, "width": args.width, "rows": rows}, indent=2) + "\n")
+    write_json_atomic(args.out, {"subset": args.subset, "width": args.width, "rows": rows})
 
 
 if __name__ == "__main__":
