@@ -10,6 +10,7 @@
   the engine does.
 - readout_sweep refits a saved run's readout to exactly the accuracy the run reported.
 - table prints a dash, not a number, for an accuracy a run does not have.
+- epoch_timing alternates an engine epoch (from epoch 0) and a hand-written one, each timed on its own.
 - ff_variants' cumulative goodness adds the layers below without their gradients, its
   concatenated self-contrastive pairs give the first layer two weight sets and positives [x; x],
   and its label-every-layer appends each input's own label to every later layer's input.
@@ -194,3 +195,19 @@ def test_label_every_layer_appends_each_inputs_label_to_the_later_layers(monkeyp
     trainer.train_epoch()
     with pytest.raises(UsageError, match="ff-supervised"):
         Trainer(load_config("ff-unsupervised", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(8))
+
+
+def test_epoch_timing_alternates_the_engine_and_the_hand_written_epoch():
+    epoch_timing = load_benchmark("epoch_timing")
+    calls = []
+
+    class Engine:
+        epoch = 3
+
+        def train_epoch(self):
+            calls.append(("engine", self.epoch))
+
+    times = epoch_timing.time_epochs(Engine(), lambda round_: calls.append(("hand", round_)), repeats=2)
+    assert calls == [("engine", 0), ("hand", 0), ("engine", 0), ("hand", 1)]
+    assert {k: len(v) for k, v in times.items()} == {"locallearn": 2, "hand-written": 2}
+    assert all(t >= 0 for v in times.values() for t in v)
