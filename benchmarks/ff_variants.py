@@ -18,6 +18,10 @@ Each variant patches the library in this process only, then runs the usual comma
   pixel in layer 1's RMS-normalised input: a median of 7.7 on Fashion-MNIST), appended to its
   normalised input. Layer 1 is unchanged.
   For `ff-supervised` on `model.arch=mlp`, in one process.
+- `input-every-layer`: every layer after the first also reads the network's input (the image with its
+  label), RMS-normalised as layer 1 reads it, appended to its own normalised input: the deeper layers
+  see the image itself, not only layer 1's pattern of activity. Layer 1 is unchanged.
+  For `ff-supervised` on `model.arch=mlp`, in one process.
 """
 
 from __future__ import annotations
@@ -140,7 +144,54 @@ def use_label_every_layer() -> None:
     backbones.BUILDERS["mlp"] = labelled_layers
 
 
-VARIANTS = {"cumulative-goodness": use_cumulative_goodness, "scff-concat": use_concatenated_pairs, "label-every-layer": use_label_every_layer}
+class KeepInput(nn.Module):
+    """Passes layer 1's normalised input through and keeps it for the later layers."""
+
+    def __init__(self, shared: dict):
+        super().__init__()
+        self.shared = shared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shared["input"] = x
+        return x
+
+
+class AppendInput(nn.Module):
+    """Appends the input that `KeepInput` kept to a later layer's normalised input."""
+
+    def __init__(self, shared: dict):
+        super().__init__()
+        self.shared = shared
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h, self.shared["input"]], 1)
+
+
+def use_input_every_layer() -> None:
+    shared: dict = {}
+    mlp_layers = backbones.BUILDERS["mlp"]
+
+    def layers_reading_the_input(model, input_shape):
+        layers = mlp_layers(model, input_shape)
+        for k, layer in enumerate(layers):
+            modules = list(layer)
+            at = next(i for i, m in enumerate(modules) if isinstance(m, nn.Linear))
+            if k == 0:
+                modules.insert(at, KeepInput(shared))
+                inputs = modules[at + 1].in_features
+            else:
+                modules[at : at + 1] = [AppendInput(shared), nn.Linear(modules[at].in_features + inputs, modules[at].out_features)]
+            layers[k] = nn.Sequential(*modules)
+            layers[k].out_features = layer.out_features
+        return layers
+
+    refuse_configs(lambda config: config.method.name == "ff-supervised" and config.model.arch == "mlp",
+                   "input-every-layer feeds the image to dense layers: run it on ff-supervised with model.arch=mlp")
+    backbones.BUILDERS["mlp"] = layers_reading_the_input
+
+
+VARIANTS = {"cumulative-goodness": use_cumulative_goodness, "scff-concat": use_concatenated_pairs, "label-every-layer": use_label_every_layer,
+            "input-every-layer": use_input_every_layer}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in VARIANTS:

@@ -13,7 +13,8 @@
 - epoch_timing alternates an engine epoch (from epoch 0) and a hand-written one, each timed on its own.
 - ff_variants' cumulative goodness adds the layers below without their gradients, its
   concatenated self-contrastive pairs give the first layer two weight sets and positives [x; x],
-  and its label-every-layer appends each input's own label to every later layer's input.
+  and its label-every-layer appends each input's own label to every later layer's input,
+  its input-every-layer the input itself as layer 1 reads it, with no gradient into layer 1.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
 from locallearn.errors import UsageError
+from locallearn.nn.layers import InputNorm
 from locallearn.objectives import goodness
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -192,6 +194,29 @@ def test_label_every_layer_appends_each_inputs_label_to_the_later_layers(monkeyp
     assert torch.equal(appended[8:].sum(1), torch.ones(8)) and not (appended[8:].argmax(1) == y).any()
     trainer.method.predict(trainer.net, x[:2])
     assert torch.equal(seen[-1][:, 16:] / variants.LABEL_VALUE, torch.eye(10).repeat(2, 1))
+    trainer.train_epoch()
+    with pytest.raises(UsageError, match="ff-supervised"):
+        Trainer(load_config("ff-unsupervised", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(8))
+
+
+def test_input_every_layer_appends_the_normalised_input_to_the_later_layers(monkeypatch):
+    variants = load_benchmark("ff_variants")
+    monkeypatch.setattr(variants.engine.Trainer, "__init__", variants.engine.Trainer.__init__)  # so that the patches below are undone
+    monkeypatch.setitem(variants.backbones.BUILDERS, "mlp", variants.backbones.BUILDERS["mlp"])
+    variants.use_input_every_layer()
+    trainer = Trainer(load_config("ff-supervised-small", ["model.hidden=[16,16]", "data.batch_size=8", "logging.progress=false"]), random_splits(8))
+    x, y = trainer.data.train_x, trainer.data.train_y
+    first, second = trainer.net.blocks
+    seen = []
+    second.layers[0][2].register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    views = trainer.method.make_views(x, y, torch.arange(8), torch.Generator().manual_seed(0))
+    out1, _, _ = first(views.inputs, views)
+    _, loss2, _ = second(out1.detach(), views)
+    assert seen[-1].shape == (16, 16 + x[0].numel())
+    torch.testing.assert_close(seen[-1][:, 16:], InputNorm("rms")(views.inputs.flatten(1)))
+    loss2.backward()
+    assert all(p.grad is None for p in first.parameters())
+    assert all(p.grad is not None for p in second.parameters())
     trainer.train_epoch()
     with pytest.raises(UsageError, match="ff-supervised"):
         Trainer(load_config("ff-unsupervised", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(8))
