@@ -93,28 +93,46 @@ def use_concatenated_pairs() -> None:
 LABEL_VALUE = 6.0  # the order of the lit label pixel (3x white) in layer 1's RMS-normalised input
 
 
-class ReadLabel(nn.Module):
-    """Passes layer 1's input through and keeps its label pixels, read back as 0 (unlit) to 1 (lit), for the later layers."""
+class Keep(nn.Module):
+    """Passes its input through and keeps `read(input)` in `shared[key]` for the later layers."""
 
-    def __init__(self, shared: dict):
+    def __init__(self, shared: dict, key: str, read=lambda x: x):
         super().__init__()
-        self.shared = shared
+        self.shared, self.key, self.read = shared, key, read
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        low, lit = self.shared["label_range"]
-        self.shared["label"] = (x.flatten(1)[:, : self.shared["num_classes"]] - low) / (lit - low)
+        self.shared[self.key] = self.read(x)
         return x
 
 
-class AppendLabel(nn.Module):
-    """Appends `LABEL_VALUE` times the label that `ReadLabel` kept to a later layer's normalised input."""
+class Append(nn.Module):
+    """Appends `scale` times what a `Keep` kept in `shared[key]` to a later layer's normalised input."""
 
-    def __init__(self, shared: dict):
+    def __init__(self, shared: dict, key: str, scale: float = 1.0):
         super().__init__()
-        self.shared = shared
+        self.shared, self.key, self.scale = shared, key, scale
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.cat([h, LABEL_VALUE * self.shared["label"]], 1)
+        return torch.cat([h, self.scale * self.shared[self.key]], 1)
+
+
+def linear_at(modules: list) -> int:
+    return next(i for i, m in enumerate(modules) if isinstance(m, nn.Linear))
+
+
+def feed_later_layers(layers: list, keep: Keep, keep_at_linear: bool, append: Append, extra_inputs: int) -> list:
+    """Puts `keep` into layer 1 (first, or just before its `nn.Linear`) and `append` before every later layer's
+    `nn.Linear`, widened by `extra_inputs`, so that the later layers also read what layer 1 kept."""
+    for k, layer in enumerate(layers):
+        modules = list(layer)
+        at = linear_at(modules)
+        if k == 0:
+            modules.insert(at if keep_at_linear else 0, keep)
+        else:
+            modules[at : at + 1] = [append, nn.Linear(modules[at].in_features + extra_inputs, modules[at].out_features)]
+        layers[k] = nn.Sequential(*modules)
+        layers[k].out_features = layer.out_features
+    return layers
 
 
 def use_label_every_layer() -> None:
@@ -125,46 +143,19 @@ def use_label_every_layer() -> None:
         method_init(self, options, data)
         shared["label_range"], shared["num_classes"] = self._label_range(), data.num_classes
 
+    def label_read_back(x: torch.Tensor) -> torch.Tensor:
+        """The label pixels of layer 1's input, read back as 0 (unlit) to 1 (lit)."""
+        low, lit = shared["label_range"]
+        return (x.flatten(1)[:, : shared["num_classes"]] - low) / (lit - low)
+
     def labelled_layers(model, input_shape):
-        layers, classes = mlp_layers(model, input_shape), shared["num_classes"]
-        for k, layer in enumerate(layers):
-            modules = list(layer)
-            if k == 0:
-                modules.insert(0, ReadLabel(shared))
-            else:
-                at = next(i for i, m in enumerate(modules) if isinstance(m, nn.Linear))
-                modules[at : at + 1] = [AppendLabel(shared), nn.Linear(modules[at].in_features + classes, modules[at].out_features)]
-            layers[k] = nn.Sequential(*modules)
-            layers[k].out_features = layer.out_features
-        return layers
+        return feed_later_layers(mlp_layers(model, input_shape), Keep(shared, "label", label_read_back), False,
+                                 Append(shared, "label", LABEL_VALUE), shared["num_classes"])
 
     refuse_configs(lambda config: config.method.name == "ff-supervised" and config.model.arch == "mlp",
                    "label-every-layer writes the label into dense layers: run it on ff-supervised with model.arch=mlp")
     FFSupervised.__init__ = remember_the_label_range
     backbones.BUILDERS["mlp"] = labelled_layers
-
-
-class KeepInput(nn.Module):
-    """Passes layer 1's normalised input through and keeps it for the later layers."""
-
-    def __init__(self, shared: dict):
-        super().__init__()
-        self.shared = shared
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.shared["input"] = x
-        return x
-
-
-class AppendInput(nn.Module):
-    """Appends the input that `KeepInput` kept to a later layer's normalised input."""
-
-    def __init__(self, shared: dict):
-        super().__init__()
-        self.shared = shared
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.cat([h, self.shared["input"]], 1)
 
 
 def use_input_every_layer() -> None:
@@ -173,17 +164,8 @@ def use_input_every_layer() -> None:
 
     def layers_reading_the_input(model, input_shape):
         layers = mlp_layers(model, input_shape)
-        for k, layer in enumerate(layers):
-            modules = list(layer)
-            at = next(i for i, m in enumerate(modules) if isinstance(m, nn.Linear))
-            if k == 0:
-                modules.insert(at, KeepInput(shared))
-                inputs = modules[at + 1].in_features
-            else:
-                modules[at : at + 1] = [AppendInput(shared), nn.Linear(modules[at].in_features + inputs, modules[at].out_features)]
-            layers[k] = nn.Sequential(*modules)
-            layers[k].out_features = layer.out_features
-        return layers
+        first = list(layers[0])
+        return feed_later_layers(layers, Keep(shared, "input"), True, Append(shared, "input"), first[linear_at(first)].in_features)
 
     refuse_configs(lambda config: config.method.name == "ff-supervised" and config.model.arch == "mlp",
                    "input-every-layer feeds the image to dense layers: run it on ff-supervised with model.arch=mlp")
