@@ -106,14 +106,14 @@ class Keep(nn.Module):
 
 
 class Append(nn.Module):
-    """Appends `scale` times what a `Keep` kept in `shared[key]` to a later layer's normalised input."""
+    """Appends what a `Keep` kept in `shared[key]` to a later layer's normalised input."""
 
-    def __init__(self, shared: dict, key: str, scale: float = 1.0):
+    def __init__(self, shared: dict, key: str):
         super().__init__()
-        self.shared, self.key, self.scale = shared, key, scale
+        self.shared, self.key = shared, key
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.cat([h, self.scale * self.shared[self.key]], 1)
+        return torch.cat([h, self.shared[self.key]], 1)
 
 
 def linear_at(modules: list) -> int:
@@ -144,13 +144,13 @@ def use_label_every_layer() -> None:
         shared["label_range"], shared["num_classes"] = self._label_range(), data.num_classes
 
     def label_read_back(x: torch.Tensor) -> torch.Tensor:
-        """The label pixels of layer 1's input, read back as 0 (unlit) to 1 (lit)."""
+        """The label pixels of layer 1's input, read back as 0 (unlit) to 1 (lit), times `LABEL_VALUE`."""
         low, lit = shared["label_range"]
-        return (x.flatten(1)[:, : shared["num_classes"]] - low) / (lit - low)
+        return LABEL_VALUE * ((x.flatten(1)[:, : shared["num_classes"]] - low) / (lit - low))
 
     def labelled_layers(model, input_shape):
         return feed_later_layers(mlp_layers(model, input_shape), Keep(shared, "label", label_read_back), False,
-                                 Append(shared, "label", LABEL_VALUE), shared["num_classes"])
+                                 Append(shared, "label"), shared["num_classes"])
 
     refuse_configs(lambda config: config.method.name == "ff-supervised" and config.model.arch == "mlp",
                    "label-every-layer writes the label into dense layers: run it on ff-supervised with model.arch=mlp")
