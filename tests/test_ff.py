@@ -101,6 +101,20 @@ def test_symba_by_default_is_one_loss_for_sum_and_mean_goodness():
     assert mean_loss.item() == pytest.approx(symba_loss(g[:3], g[3:], 4.0).item(), rel=1e-6)
 
 
+def test_the_softplus_temperature_gives_a_margin_and_makes_sum_goodness_the_mean_one():
+    """Mean goodness is the sum's loss at a temperature of the width (threshold 1 against the width)."""
+    out = torch.randn(6, 50).relu()
+    views = Views(inputs=torch.zeros(6, 50), num_positive=3)
+    mean_loss, _ = FFGoodnessLoss(50, "mean")(out, views)
+    sum_loss, _ = FFGoodnessLoss(50, "sum", temperature=50.0)(out, views)
+    assert sum_loss.item() == pytest.approx(mean_loss.item(), rel=1e-6)
+    past_threshold = torch.tensor([120.0], requires_grad=True)  # 20 above a threshold of 100
+    for temperature in [1.0, 20.0]:  # the positive's pull: sigmoid(-20 / T) / T, halved by the mean over one positive and one negative
+        softplus_loss(past_threshold, torch.tensor([0.0]), 100.0, temperature).backward()
+        assert -past_threshold.grad.item() == pytest.approx(torch.sigmoid(torch.tensor(-20 / temperature)).item() / temperature / 2, rel=1e-5)
+        past_threshold.grad = None
+
+
 def test_several_negatives_per_positive_weigh_as_much_as_the_positives_and_pair_with_their_own_in_symba():
     g_pos, g_neg = torch.tensor([3.0, 5.0]), torch.tensor([1.0, 6.0, 2.0, 7.0])  # two groups of negatives, each in the positives' order
     pos_part = torch.log1p(torch.exp(4 - g_pos)).mean()

@@ -27,6 +27,7 @@ class FFOptions(MethodOptions):
     goodness_groups: int = Field(1, gt=0)
     loss: Literal["softplus", "symba"] = "softplus"
     threshold: Optional[float] = None
+    temperature: float = Field(1.0, gt=0)
     symba_alpha: Optional[float] = Field(None, gt=0)  # null = 4 (the SymBa paper's) over the default threshold (units for sum, 1 for mean): one loss for both
     peer_weight: float = Field(0.0, ge=0)
     peer_momentum: float = Field(0.9, ge=0, lt=1)
@@ -34,7 +35,7 @@ class FFOptions(MethodOptions):
 
 
 def ff_objective(o: FFOptions, width: int) -> FFGoodnessLoss:
-    return FFGoodnessLoss(width, o.goodness, o.loss, o.threshold, o.symba_alpha, o.peer_weight, o.peer_momentum, o.goodness_over, o.goodness_groups)
+    return FFGoodnessLoss(width, o.goodness, o.loss, o.threshold, o.temperature, o.symba_alpha, o.peer_weight, o.peer_momentum, o.goodness_over, o.goodness_groups)
 
 
 def probe_features(outputs: list[torch.Tensor], pool: int) -> list[torch.Tensor]:

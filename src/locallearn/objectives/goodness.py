@@ -35,14 +35,18 @@ def grouped_goodness(activity: torch.Tensor, kind: str = "sum", over: str = "exa
     return g.flatten(1)
 
 
-def softplus_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, threshold: float) -> torch.Tensor:
-    """The paper's loss: -log p(positive) with p = sigmoid(goodness - threshold).
+def softplus_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, threshold: float, temperature: float = 1.0) -> torch.Tensor:
+    """The paper's loss: -log p(positive) with p = sigmoid((goodness - threshold) / temperature).
 
-    Positives and negatives weigh half each, however many (k) negatives there are per
-    positive; written so that k = 1 is bit for bit the mean over all examples.
+    At temperature 1 (the paper's) a goodness summed over thousands of units makes the loss a
+    hinge at the threshold; a higher temperature keeps pulling examples already on the right
+    side, towards a margin. Positives and negatives weigh half each, however many (k)
+    negatives there are per positive; written so that k = 1 is bit for bit the mean over all
+    examples.
     """
     k = g_neg.shape[0] // g_pos.shape[0]
-    return torch.cat([F.softplus(threshold - g_pos).flatten(), F.softplus(g_neg - threshold).flatten() / k]).mean() * ((k + 1) / 2)
+    pos, neg = (threshold - g_pos) / temperature, (g_neg - threshold) / temperature
+    return torch.cat([F.softplus(pos).flatten(), F.softplus(neg).flatten() / k]).mean() * ((k + 1) / 2)
 
 
 def symba_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -78,6 +82,7 @@ class FFGoodnessLoss(nn.Module):
         goodness_kind: str = "sum",
         loss: str = "softplus",
         threshold: float | None = None,
+        temperature: float = 1.0,
         symba_alpha: float | None = None,
         peer_weight: float = 0.0,
         peer_momentum: float = 0.9,
@@ -90,6 +95,7 @@ class FFGoodnessLoss(nn.Module):
         self.goodness_kind = goodness_kind
         self.loss = loss
         self.threshold = threshold
+        self.temperature = temperature
         self.over = over
         self.groups = groups
         self.symba_alpha = symba_alpha
@@ -104,7 +110,7 @@ class FFGoodnessLoss(nn.Module):
         if self.loss == "symba":
             loss = symba_loss(g_pos, g_neg, 4.0 / self.default_threshold(out, g) if self.symba_alpha is None else self.symba_alpha)
         else:
-            loss = softplus_loss(g_pos, g_neg, self.default_threshold(out, g) if self.threshold is None else self.threshold)
+            loss = softplus_loss(g_pos, g_neg, self.default_threshold(out, g) if self.threshold is None else self.threshold, self.temperature)
         metrics = {"ff_loss": loss.detach(), "g_pos": g_pos.detach().mean(), "g_neg": g_neg.detach().mean()}
         if self.peer_weight > 0:
             unit_means = out[: views.num_positive].transpose(0, 1).flatten(1).mean(dim=1)  # per unit (or channel)
