@@ -211,11 +211,16 @@ def test_resume_refuses_other_settings(tmp_path, data_dir, capsys):
     assert "made from preset 'ff-supervised-small', not 'ff-bench'" in one_line_error(capsys)
 
 
-def test_resume_can_extend_a_finished_run(tmp_path, data_dir, capsys):
-    out = tmp_path / "run"
-    train_cli(out, data_dir, "train.epochs=1")
-    assert main(["train", "ff-supervised-small", "--out", str(out), "--resume", "--quiet", "train.epochs=2"]) == 0
-    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+def test_resume_can_extend_a_finished_run_on_other_threads(tmp_path, data_dir):
+    """The thread count is the machine's, not the run's: a run may continue on more (or fewer) cores."""
+    out, threads = tmp_path / "run", torch.get_num_threads()
+    try:
+        train_cli(out, data_dir, "train.epochs=1", "train.threads=1")
+        assert main(["train", "ff-supervised-small", "--out", str(out), "--resume", "--quiet", "train.epochs=2", "train.threads=2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["epochs"], summary["threads"]) == (2, 2)
 
 
 def test_divergence_stops_with_the_block_and_step_and_keeps_the_last_checkpoint(tmp_path, data_dir, capsys):

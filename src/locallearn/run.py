@@ -58,7 +58,7 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return diffs
 
 
-RESUMABLE_CHANGES = ("train.epochs", "data.dir", "data.workers", "logging.progress", "logging.tensorboard")
+RESUMABLE_CHANGES = ("train.epochs", "train.threads", "data.dir", "data.workers", "logging.progress", "logging.tensorboard")
 
 
 def resume_config(out: Path, preset: str, overrides: list[str]) -> Config:
