@@ -13,6 +13,7 @@ from helpers import random_images, tiny_config, tiny_splits
 from locallearn.engine import Trainer
 from locallearn.evaluate import classify
 from locallearn.errors import UsageError
+from locallearn.methods.ff_common import FFOptions, ff_objective
 from locallearn.nn.backbones import build_backbone
 from locallearn.nn.layers import DenseLayer
 from locallearn.nn.noise import Dropout
@@ -102,11 +103,11 @@ def test_symba_by_default_is_one_loss_for_sum_and_mean_goodness():
 
 
 def test_the_softplus_temperature_gives_a_margin_and_makes_sum_goodness_the_mean_one():
-    """Mean goodness is the sum's loss at a temperature of the width (threshold 1 against the width)."""
+    """Mean goodness is the sum's loss at a temperature of the width (threshold 1 against the width); `method.temperature` reaches the loss."""
     out = torch.randn(6, 50).relu()
     views = Views(inputs=torch.zeros(6, 50), num_positive=3)
-    mean_loss, _ = FFGoodnessLoss(50, "mean")(out, views)
-    sum_loss, _ = FFGoodnessLoss(50, "sum", temperature=50.0)(out, views)
+    mean_loss, _ = ff_objective(FFOptions(goodness="mean"), 50)(out, views)
+    sum_loss, _ = ff_objective(FFOptions(goodness="sum", temperature=50.0), 50)(out, views)
     assert sum_loss.item() == pytest.approx(mean_loss.item(), rel=1e-6)
     past_threshold = torch.tensor([120.0], requires_grad=True)  # 20 above a threshold of 100
     for temperature in [1.0, 20.0]:  # the positive's pull: sigmoid(-20 / T) / T, halved by the mean over one positive and one negative
