@@ -1,7 +1,8 @@
 """Ways of combining the layers' goodness in supervised FF classification, scored on validation and test.
 
 The engine classifies an image by the plain sum of its layers' goodness for each label
-(`method.skip_first` leaves out the first layer). This script asks whether another
+(`method.skip_first` leaves out the first layer, `method.score_depth` the layers after the
+first N). This script asks whether another
 combination of the same per-layer scores would do better; a choice must be made on the
 validation column, the test column is there to report it:
 
@@ -44,9 +45,9 @@ def combinations(num_layers: int, layer_scale: torch.Tensor) -> dict[str, Combin
     for t in (10, 100, 1000):
         named[f"mean over layers of softmax(goodness / {t})"] = lambda g, t=t: torch.softmax(g / t, dim=-1).mean(0)
     for k in range(1, num_layers + 1):
-        named[f"layer {k} alone"] = lambda g, k=k: g[k - 1]
+        named[f"layer {k} alone" + (" (method.score_depth=1)" if k == 1 else "")] = lambda g, k=k: g[k - 1]
     for k in range(2, num_layers):
-        named[f"sum of layers 1-{k}"] = lambda g, k=k: g[:k].sum(0)
+        named[f"sum of layers 1-{k} (method.score_depth={k})"] = lambda g, k=k: g[:k].sum(0)
     return named
 
 

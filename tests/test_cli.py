@@ -155,6 +155,7 @@ def one_line_error(capsys) -> str:
         (["train", "ff-bench", "train.epochz=3"], 2, "unknown key 'train.epochz'"),
         (["train", "ff-bench", "train.epochs=many"], 2, "invalid value for 'train.epochs'"),
         (["train", "ff-bench", "--bogus"], 2, "unrecognized arguments: --bogus"),
+        (["train", "ff-bench", "method.skip_first=true", "method.score_depth=1"], 2, "leaves no block to sum"),
         (["frobnicate"], 2, "invalid choice"),
         (["eval", "/nonexistent/run"], 1, "not a run folder"),
     ],

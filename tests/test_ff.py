@@ -186,6 +186,15 @@ def test_supervised_ff_learns_the_synthetic_task(tmp_path, overrides):
         assert after["layer2"] > 0.3, after  # deeper layers learn too, from the detached output of the first
 
 
+@pytest.mark.parametrize("skip_first, depth, summed", [(False, None, [1, 2, 3]), (True, None, [2, 3]), (False, 2, [1, 2]), (True, 2, [2]), (False, 9, [1, 2, 3])])
+def test_the_classifier_sums_the_goodness_of_the_blocks_the_options_name(tmp_path, skip_first, depth, summed):
+    data = tiny_splits(tmp_path)
+    overrides = f"method.skip_first={str(skip_first).lower()}", f"method.score_depth={'null' if depth is None else depth}"
+    trainer = Trainer(tiny_config("ff-bench", tmp_path, *overrides), data)
+    scores = trainer.method.predict(trainer.net, data.val_x[:20])
+    assert torch.equal(scores["goodness"], torch.stack([scores[f"layer{k}"] for k in summed]).sum(0))
+
+
 @pytest.mark.parametrize("count", [1, 2])
 def test_hard_negatives_come_from_the_models_belief(tmp_path, count):
     data = tiny_splits(tmp_path)

@@ -15,19 +15,18 @@ from typing import Optional
 import torch
 from pydantic import Field
 
-from locallearn.methods.base import Method, MethodOptions
-from locallearn.methods.ff_common import block_and_summed_scores, probe_features
+from locallearn.methods.base import Method
+from locallearn.methods.ff_common import ScoreOptions, block_and_summed_scores, probe_features
 from locallearn.nn.network import LocalNet
 from locallearn.objectives.competition import ChannelCompetitionLoss
 from locallearn.views.augment import AugmentOptions, augment
 from locallearn.views.base import Views
 
 
-class FFChannelwiseOptions(MethodOptions):
-    """`skip_first`: leave the first block out of the summed goodness; `probe_pool`: as FF's;
+class FFChannelwiseOptions(ScoreOptions):
+    """`skip_first`, `score_depth`: the blocks whose goodness is summed (`ScoreOptions`); `probe_pool`: as FF's;
     `augment`: if set, each training image is one random view (`views.augment`; null = as is)."""
 
-    skip_first: bool = False
     probe_pool: int = Field(2, gt=0)
     augment: Optional[AugmentOptions] = None
 
@@ -47,7 +46,7 @@ class FFChannelwise(Method):
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
         per_block = [block.objective.score(out) for block, out in zip(net.blocks, net.forward_blocks(x))]
-        return block_and_summed_scores(net, per_block, self.options.skip_first)
+        return block_and_summed_scores(net, per_block, self.options)
 
     def features(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
         return probe_features(net.forward_blocks(x), self.options.probe_pool)

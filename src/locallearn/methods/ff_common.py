@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from locallearn.methods.base import MethodOptions, flat_features
 from locallearn.nn.layers import InputNorm
@@ -43,9 +43,25 @@ def probe_features(outputs: list[torch.Tensor], pool: int) -> list[torch.Tensor]
     return [FEATURE_NORM(flat_features(out, pool)) for out in outputs]
 
 
-def block_and_summed_scores(net, per_block: list[torch.Tensor], skip_first: bool) -> dict[str, torch.Tensor]:
-    """Each block's (B, C) scores by name, and "goodness": their sum (without the first block if `skip_first`)."""
-    used = per_block[1:] if skip_first and len(per_block) > 1 else per_block
+class ScoreOptions(MethodOptions):
+    """Which blocks' goodness the classifier sums: `skip_first` leaves out the first (Hinton);
+    `score_depth` stops after that many blocks (null = every block), e.g. 2 with `skip_first`
+    false sums blocks 1-2, for nets whose deeper blocks classify worse than the first ones."""
+
+    skip_first: bool = False
+    score_depth: Optional[int] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_block_is_scored(self):
+        if self.skip_first and self.score_depth == 1:
+            raise ValueError("score_depth=1 with skip_first=true leaves no block to sum; use score_depth >= 2 or skip_first=false")
+        return self
+
+
+def block_and_summed_scores(net, per_block: list[torch.Tensor], options: ScoreOptions) -> dict[str, torch.Tensor]:
+    """Each block's (B, C) scores by name, and "goodness": the sum over the blocks `options` names."""
+    start = 1 if options.skip_first and len(per_block) > 1 else 0
+    used = per_block[start : options.score_depth]
     scores = {block.name: s for block, s in zip(net.blocks, per_block)}
     scores["goodness"] = torch.stack(used).sum(dim=0)
     return scores

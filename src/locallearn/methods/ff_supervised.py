@@ -4,7 +4,8 @@ Positives carry the true label, negatives a wrong one (uniform, or "hard": drawn
 the model's own belief over the wrong labels, refreshed every few epochs as in
 Hinton's code). Each block learns to give positives high goodness and negatives low.
 An image is classified by trying every label in one batched pass and picking the
-label with the highest goodness, summed over the blocks (the first skipped, as Hinton).
+label with the highest goodness, summed over the blocks (by default the first skipped, as
+Hinton; `ScoreOptions`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import Field
 
 from locallearn.errors import UsageError
 from locallearn.methods.base import Method
-from locallearn.methods.ff_common import FFOptions, block_and_summed_scores, ff_objective, probe_features
+from locallearn.methods.ff_common import FFOptions, ScoreOptions, block_and_summed_scores, ff_objective, probe_features
 from locallearn.nn.network import LocalNet
 from locallearn.objectives.goodness import FFGoodnessLoss
 from locallearn.views.augment import AugmentOptions, augment
@@ -24,7 +25,7 @@ from locallearn.views.base import Views
 from locallearn.views.labels import hard_wrong_labels, overlay_every_label, overlay_labels, overlay_neutral, uniform_wrong_labels
 
 
-class FFSupervisedOptions(FFOptions):
+class FFSupervisedOptions(FFOptions, ScoreOptions):
     """`augment`: if set, each training image is one random view (`views.augment`) before its label is written in.
 
     `negatives_per_positive`: how many distinct wrong labels each positive is shown with;
@@ -110,7 +111,7 @@ class FFSupervised(Method):
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
         per_block = self.goodness_per_label(net, x)
-        return block_and_summed_scores(net, per_block, self.options.skip_first)
+        return block_and_summed_scores(net, per_block, self.options)
 
     def features(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
         """Normalised activities of each block for the image with a neutral label (the paper's readout input)."""
