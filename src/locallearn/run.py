@@ -317,7 +317,10 @@ class TensorBoardLogger:
 
 
 def restore_run(out: Path, overrides: list[str] = ()) -> Trainer:
-    """The trainer of a saved run, rebuilt from its config (with `KEY=VALUE` overrides) and data and loaded from its last checkpoint."""
+    """The trainer of a saved run, rebuilt from its config (with `KEY=VALUE` overrides) and data and loaded from its last checkpoint.
+
+    Its net is in eval mode (no dropout, BatchNorm on its running statistics), as every look at a trained net needs; a training epoch switches it back.
+    """
     out = Path(out)
     if not (out / "config.yaml").is_file():
         raise RunError(f"{out} is not a run folder (no config.yaml)")
@@ -328,6 +331,7 @@ def restore_run(out: Path, overrides: list[str] = ()) -> Trainer:
                         image_size=c.data.image_size, workers=c.data.workers, crop_scale=c.data.crop_scale).to(device)
     trainer = Trainer(config, data, device)
     load_checkpoint(out, trainer)
+    trainer.net.eval()
     return trainer
 
 
