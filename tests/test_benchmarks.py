@@ -8,6 +8,7 @@
   an epoch from the same start (without flips, whose coins the two draw differently).
 - goodness_combinations scores a saved run's plain goodness sum and single layers exactly as
   the engine does (dropout off), and its fit weighs an informative layer above a loud uninformative one.
+- silent_units counts a layer's units that never fire and those firing per input, with every label written in.
 - readout_sweep refits a saved run's readout to exactly the accuracy the run reported.
 - table prints a dash, not a number, for an accuracy a run does not have.
 - epoch_timing alternates an engine epoch (from epoch 0) and a hand-written one, each timed on its own.
@@ -129,6 +130,20 @@ def test_fitted_combination_weighs_the_informative_layer():
     assert combinations.accuracy(test.sum(0), test_labels) < 30 < 90 < layer2
     assert combinations.accuracy(combinations.fitted(train, train_labels, per_layer=True)(test), test_labels) > layer2 - 1
     assert combinations.accuracy(combinations.fitted(train, train_labels, per_layer=False)(test), test_labels) < 30
+
+
+def test_silent_units_counts_the_units_that_never_fire():
+    """Layer 1's first 4 of 16 units are switched off and the rest on whatever the input: 25% silent, 12 firing per input.
+    Layer 2 then sees one input for every image and label, so each of its units fires for all of them or for none."""
+    silent_units = load_benchmark("silent_units")
+    trainer = Trainer(load_config("ff-supervised-small", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(30))
+    linear = next(m for m in trainer.net.blocks[0].modules() if isinstance(m, torch.nn.Linear))
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.copy_(torch.tensor([-1.0] * 4 + [1.0] * 12))
+    (silent1, firing1), (silent2, firing2) = silent_units.unit_activity(trainer, trainer.data.train_x, batch_size=7)
+    assert (silent1, firing1) == (0.25, 12.0)
+    assert firing2 == pytest.approx(16 * (1 - silent2))
 
 
 def test_readout_sweep_refits_the_readout_the_run_reported(tmp_path, data_dir):

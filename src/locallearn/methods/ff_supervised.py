@@ -106,8 +106,11 @@ class FFSupervised(Method):
     @torch.no_grad()
     def goodness_per_label(self, net: LocalNet, x: torch.Tensor, depth: Optional[int] = None) -> list[torch.Tensor]:
         """(B, C) goodness of the first `depth` blocks (all by default) for every candidate label, from one pass of B*C inputs (never differentiated)."""
-        inputs = overlay_every_label(x, self.data.num_classes, *self._label_range())
-        return [block.objective.score(out).view(x.shape[0], -1) for block, out in zip(net.blocks, net.forward_blocks(inputs, depth))]
+        return [block.objective.score(out).view(x.shape[0], -1) for block, out in zip(net.blocks, net.forward_blocks(self.every_label_inputs(x), depth))]
+
+    def every_label_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The B*C inputs that goodness classification scores: each image with every candidate label written in, image by image."""
+        return overlay_every_label(x, self.data.num_classes, *self._label_range())
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
         per_block = self.goodness_per_label(net, x)
