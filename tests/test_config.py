@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from locallearn.config import load_config, parse_override, preset_names
@@ -89,6 +89,7 @@ yaml_values = st.one_of(
 
 
 @given(st.sampled_from(_all_keys() + ["data.nope", "train", "method", "x.y.z"]), yaml_values)
+@example("method.name", "ff\nsupervised")  # a name with a line break once gave a two-line error
 def test_any_typed_value_for_any_key_is_valid_or_a_one_line_usage_error(key, value):
     import json
 

@@ -21,7 +21,7 @@ def register(cls: type[Method]) -> type[Method]:
 
 def get(name: str) -> type[Method]:
     if name not in METHODS:
-        raise UsageError(f"unknown method '{name}'; valid methods: {', '.join(sorted(METHODS))}")
+        raise UsageError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
 

@@ -18,7 +18,7 @@ def build_layers(arch: str, hidden: list[int], input_shape: tuple[int, ...], act
     `dropout_p` is the dropout probability on the first layer's input and on each later layer's;
     `out_norm` is what ends every layer (`none`, or `batch` for BatchNorm)."""
     if arch != "mlp":
-        raise UsageError(f"unknown model.arch '{arch}'; valid: mlp")
+        raise UsageError(f"unknown model.arch {arch!r}; valid: mlp")
     widths = [math.prod(input_shape), *hidden]
     layers: list[nn.Module] = [DenseLayer(i, o, activation, input_norm, dropout_p[k > 0], out_norm) for k, (i, o) in enumerate(zip(widths, widths[1:]))]
     layers[0] = nn.Sequential(nn.Flatten(), *layers[0])
