@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import select
+import shlex
 import signal
 import sys
 import time
@@ -65,7 +66,8 @@ def cmd_train(args) -> int:
     if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("under torchrun give --out RUN_DIR: every rank must use the same run folder")
     out = args.out or Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = train(config, preset, out, resume=args.resume)
+    command = shlex.join(["locallearn", *(args.argv if args.argv is not None else sys.argv[1:])])
+    summary = train(config, preset, out, resume=args.resume, command=command)
     if summary is None:  # a rank other than 0: rank 0 reports
         return 0
     test, val = (f"{a:.4f}" if a is not None else "none" for a in (summary["test_accuracy"], summary["val_accuracy"]))
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
         if extra:
             args.overrides = [*args.overrides, *extra]
+        args.argv = argv
         return COMMANDS[args.command](args)
     except LocalLearnError as err:
         print(f"locallearn: error: {err}", file=sys.stderr)

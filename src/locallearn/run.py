@@ -27,6 +27,7 @@ from locallearn.engine import Trainer
 from locallearn.errors import LocalLearnError, RunError, UsageError
 from locallearn.evaluate import classify_split, linear_probes, split_features, split_labels
 from locallearn.knn import knn_accuracy
+from locallearn.records import code_version, machine
 
 EpochCallback = Callable[[Trainer, dict], None]
 
@@ -123,16 +124,17 @@ def evaluate_final(trainer: Trainer, config: Config) -> tuple[dict, list[dict]]:
     return result, per_block
 
 
-def train(config: Config, preset: str, out: Path, resume: bool = False, callbacks: list[EpochCallback] = ()) -> dict | None:
+def train(config: Config, preset: str, out: Path, resume: bool = False, callbacks: list[EpochCallback] = (), command: str | None = None) -> dict | None:
     """Run (or, with `resume`, continue from its last checkpoint) a training run into folder `out`; returns the summary.
 
-    For a resume, `config` is the run's saved config (see `resume_config`). Under torchrun
+    For a resume, `config` is the run's saved config (see `resume_config`). `command` (the
+    command line that started the run) goes into the summary, for its result record. Under torchrun
     every rank calls this; rank 0 alone writes the folder, evaluates and returns the summary
     (the other ranks return None). A rank that loses its peers ends with a one-line error.
     """
     ctx, device = init_distributed(config.distributed, config.train.device)
     try:
-        summary = _train(config, preset, Path(out), resume, callbacks, ctx, device)
+        summary = _train(config, preset, Path(out), resume, callbacks, ctx, device, command)
         ctx.barrier()  # the other ranks wait for rank 0's evaluation: no rank tears the group down under another
         return summary
     except RuntimeError as err:
@@ -144,7 +146,7 @@ def train(config: Config, preset: str, out: Path, resume: bool = False, callback
         close_distributed()
 
 
-def _train(config: Config, preset: str, out: Path, resume: bool, callbacks, ctx: DistContext, device: torch.device) -> dict | None:
+def _train(config: Config, preset: str, out: Path, resume: bool, callbacks, ctx: DistContext, device: torch.device, command: str | None) -> dict | None:
     if not resume and (out / "checkpoint.json").exists():
         raise UsageError(f"{out} already holds a run; continue it with --resume or choose another --out")
     created = ctx.is_main and not out.exists()
@@ -181,7 +183,7 @@ def _train(config: Config, preset: str, out: Path, resume: bool, callbacks, ctx:
     results, per_block = evaluate_final(trainer, config)
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"final": results}) + "\n")
-    summary = make_summary(config, preset, trainer, history, results, per_block)
+    summary = make_summary(config, preset, trainer, history, results, per_block, command)
     write_json_atomic(out / "summary.json", summary)
     return summary
 
@@ -266,7 +268,7 @@ def epoch_line(record: dict, primary: str) -> str:
     return f"epoch {record['epoch']}: loss {losses}{val} ({record['epoch_seconds']:.1f}s, {record['samples_per_second']:.0f} samples/s)"
 
 
-def make_summary(config: Config, preset: str, trainer: Trainer, history: list[dict], results: dict, per_block: list[dict]) -> dict:
+def make_summary(config: Config, preset: str, trainer: Trainer, history: list[dict], results: dict, per_block: list[dict], command: str | None = None) -> dict:
     use_readout = trainer.method.primary == "readout" or getattr(trainer.method.options, "classifier", None) == "readout"
     primary = trainer.method.primary
     test_acc = results.get("readout", {}).get("test") if use_readout else results["test"][primary]
@@ -291,6 +293,9 @@ def make_summary(config: Config, preset: str, trainer: Trainer, history: list[di
         "device": str(trainer.device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "command": command,
+        "code_version": code_version(),
+        "machine": machine(),
         "per_block": per_block,
     }
 
