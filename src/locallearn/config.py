@@ -42,61 +42,44 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    name: Literal["mnist", "fashion-mnist", "cifar10", "imagefolder"] = "fashion-mnist"
-    dir: Optional[str] = None
-    batch_size: int = Field(100, gt=0)
-    eval_batch_size: int = Field(1000, gt=0)
-    train_subset: Optional[int] = Field(None, gt=0)
-    val_size: int = Field(5000, ge=0)
-    normalize: bool = True
-    download: bool = True
-    image_size: int = Field(224, gt=0)
-    workers: int = Field(4, ge=0)
-    crop_scale: float = Field(0.08, gt=0, le=1)
+    name: Literal["mnist", "fashion-mnist", "cifar10", "imagefolder"] = Field("fashion-mnist", description="Dataset: mnist, fashion-mnist, cifar10 (held in memory) or imagefolder (an ImageNet-layout folder decoded batch by batch).")
+    dir: Optional[str] = Field(None, description="Where the dataset's files are (same as --data-dir); null = the usual lookup (see Data).")
+    batch_size: int = Field(100, gt=0, description="Training batch size per process (under torchrun data parallel the global batch is this times the ranks).")
+    eval_batch_size: int = Field(1000, gt=0, description="Batch size of evaluation passes (classification, probes' features, kNN).")
+    train_subset: Optional[int] = Field(None, gt=0, description="Train on only the first N training examples (imagefolder: N chosen by a fixed seed); null = all.")
+    val_size: int = Field(5000, ge=0, description="Training examples held out for validation (the last N; imagefolder: N files by a fixed seed, at most half); 0 = train on all, validation numbers null.")
+    normalize: bool = Field(True, description="Standardise pixels by the training set's mean and std (one scalar; imagefolder: ImageNet's per-channel values).")
+    download: bool = Field(True, description="Download the files from the official mirrors (checksum-verified) when no local copy is found.")
+    image_size: int = Field(224, gt=0, description="imagefolder: side in pixels of the square training crops and evaluation images.")
+    workers: int = Field(4, ge=0, description="imagefolder: DataLoader worker processes decoding images, per training process (0 = decode in the training process).")
+    crop_scale: float = Field(0.08, gt=0, le=1, description="imagefolder: least area fraction of the random resized training crop (1.0 = the largest centre crop).")
 
 
 class ModelConfig(Section):
-    """The backbone. `mlp` uses `hidden`; `conv` and `locally-connected` (a conv without weight
-    sharing) use `channels` and the per-layer keys after it, each given as one number for
-    every layer or a list with one per layer. `pool` is the max/avg pooling window applied
-    to a layer's input (1 = none). `norm_over` is what the input norm of an image layer
-    after the first normalises: the whole example, or the channels at each position (use
-    `position` with a goodness taken per position); the image is always normalised whole.
-    `groups` (conv only) splits a layer's convolution into that many groups: with one per
-    class, every other layer keeps each class's channels apart (the CFSE blocks of
-    CwComp). `out_norm: batch` ends each mlp, conv or locally connected layer with
-    BatchNorm after the activation (CwComp's layers).
+    """The backbone: its architecture and layers (each key's meaning is its description).
 
-    `vgg` uses the same per-layer keys, each layer `[pool] -> conv -> BatchNorm -> activation`
-    (no input norm). `resnet18` and `resnet50` are four stages (the stem in the first) of
-    base width `width`; `stem` is ImageNet's 7x7/2 conv + max-pool or, for small images, one
-    3x3/1 conv (`auto`: ImageNet's for inputs of 128 pixels or more). `activity_noise`
-    (vgg, resnet): in training, Gaussian noise of this many times the activity's std is
-    added to every layer's (stage's) output (Siddiqui et al. 2023 used 0.25). `dropout`
-    (mlp, conv, locally-connected): in training, the normalised input units of every layer
-    after the first are zeroed with this probability (inverted dropout, on a stream saved
-    with the weights); `input_dropout` does the same to the first layer's input, the image
-    (in supervised FF, the image with its label).
+    Per-layer keys of conv, locally-connected and vgg (`kernel_size`, `stride`, `padding`,
+    `pool`, `groups`) take one number for every layer or a list with one per layer of `channels`.
     """
 
-    arch: Literal["mlp", "locally-connected", "conv", "vgg", "resnet18", "resnet50"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [1000, 1000, 1000])
-    channels: list[int] = Field(default_factory=lambda: [32, 64, 128])
-    kernel_size: list[int] = Field(3, validate_default=True)
-    stride: list[int] = Field(1, validate_default=True)
-    padding: list[int] = Field(1, validate_default=True)
-    pool: list[int] = Field(1, validate_default=True)
-    groups: list[int] = Field(1, validate_default=True)
-    pool_kind: Literal["max", "avg"] = "max"
-    out_norm: Literal["none", "batch"] = "none"
-    norm_over: Literal["example", "position"] = "example"
-    activation: Literal["relu", "relu-fullgrad", "gelu", "tanh"] = "relu"
-    input_norm: Literal["rms", "l2", "none"] = "rms"
-    width: int = Field(64, gt=0)
-    stem: Literal["auto", "small", "imagenet"] = "auto"
-    activity_noise: float = Field(0.0, ge=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    input_dropout: float = Field(0.0, ge=0, lt=1)
+    arch: Literal["mlp", "locally-connected", "conv", "vgg", "resnet18", "resnet50"] = Field("mlp", description="Backbone: mlp, conv, locally-connected (a conv without weight sharing), vgg, resnet18 or resnet50.")
+    hidden: list[int] = Field(default_factory=lambda: [1000, 1000, 1000], description="mlp: widths of the hidden layers.")
+    channels: list[int] = Field(default_factory=lambda: [32, 64, 128], description="conv, locally-connected, vgg: output channels of each layer.")
+    kernel_size: list[int] = Field(3, validate_default=True, description="conv, locally-connected, vgg: kernel size, one for every layer or a list with one per layer.")
+    stride: list[int] = Field(1, validate_default=True, description="conv, locally-connected, vgg: stride, one for every layer or one per layer.")
+    padding: list[int] = Field(1, validate_default=True, description="conv, locally-connected, vgg: zero padding, one for every layer or one per layer.")
+    pool: list[int] = Field(1, validate_default=True, description="conv, locally-connected, vgg: pooling window applied to each layer's input (1 = none), one for all or one per layer.")
+    groups: list[int] = Field(1, validate_default=True, description="conv: grouped convolutions per layer, e.g. [1,10,1,10] for CwComp's class-wise CFSE layers (1 = ordinary).")
+    pool_kind: Literal["max", "avg"] = Field("max", description="Pooling of model.pool: max or avg.")
+    out_norm: Literal["none", "batch"] = Field("none", description="batch: every mlp, conv or locally connected layer ends with BatchNorm after the activation (CwComp's layers); none: no output norm.")
+    norm_over: Literal["example", "position"] = Field("example", description="What the input norm of an image layer after the first normalises: the whole example, or the channels at each position (for a goodness per position).")
+    activation: Literal["relu", "relu-fullgrad", "gelu", "tanh"] = Field("relu", description="relu, gelu, tanh, or relu-fullgrad (ReLU forward, identity backward, so peer normalisation reaches units that are off).")
+    input_norm: Literal["rms", "l2", "none"] = Field("rms", description="Norm applied to each layer's input: rms, l2 or none (FF needs one so a layer cannot pass its goodness on).")
+    width: int = Field(64, gt=0, description="resnet18, resnet50: base width (channels of the first stage).")
+    stem: Literal["auto", "small", "imagenet"] = Field("auto", description="resnet: imagenet (7x7/2 conv + max-pool), small (one 3x3/1 conv for 28/32-pixel images) or auto (imagenet's for inputs of 128 pixels or more).")
+    activity_noise: float = Field(0.0, ge=0, description="vgg, resnet: in training, Gaussian noise of this many times the activity's std added to every layer's (stage's) output (Siddiqui et al. 0.25).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="mlp, conv, locally-connected: in training, each layer's normalised input units after the first layer are zeroed with this probability (inverted dropout, seeded stream saved with the weights).")
+    input_dropout: float = Field(0.0, ge=0, lt=1, description="As model.dropout for the first layer's input, the image (in supervised FF, the image with its label).")
 
     @field_validator("hidden", "channels")
     @classmethod
@@ -124,15 +107,15 @@ GRANULARITY = re.compile(r"^(layer|end-to-end|block:[1-9][0-9]*)$")
 
 
 class TrainConfig(Section):
-    epochs: int = Field(10, gt=0)
-    granularity: str = "layer"
-    seed: int = 0
-    threads: Optional[int] = Field(None, gt=0)
-    device: str = "auto"
-    eval_every: int = Field(1, ge=0)
-    precision: Literal["fp32", "bf16"] = "fp32"
-    channels_last: bool = False
-    compile: bool = False
+    epochs: int = Field(10, gt=0, description="Training epochs.")
+    granularity: str = Field("layer", description="Where the graph is cut: layer (one block per layer), block:K (K blocks), end-to-end (one block: plain backprop).")
+    seed: int = Field(0, description="Seed; the same seed on the same machine gives the same numbers.")
+    threads: Optional[int] = Field(None, gt=0, description="Torch CPU threads (null = torch's default); may change on --resume.")
+    device: str = Field("auto", description="auto (CUDA when present; under torchrun cuda:LOCAL_RANK), cpu, cuda, cuda:N or mps.")
+    eval_every: int = Field(1, ge=0, description="Measure validation accuracy every this many epochs and at the last (0 = not during training).")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="fp32, or bf16 (forward and local losses under bfloat16 autocast; weights and optimizer stay fp32).")
+    channels_last: bool = Field(False, description="Conv nets: weights and inputs in channels-last memory format (faster convolutions on GPUs).")
+    compile: bool = Field(False, description="torch.compile each block's layers (state-dict names unchanged, so checkpoints load either way).")
 
     @field_validator("granularity")
     @classmethod
@@ -150,15 +133,15 @@ class TrainConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["adam", "sgd", "lars"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    trust_coefficient: float = Field(0.001, gt=0)
-    schedule: Literal["constant", "linear-decay", "cosine"] = "constant"
-    decay_start: float = Field(0.5, ge=0, le=1)
-    warmup: float = Field(0.0, ge=0, lt=1)
-    block_lr_scale: Optional[list[float]] = None  # factors of `lr` for the blocks in order, the last for all later ones (null: 1)
+    name: Literal["adam", "sgd", "lars"] = Field("adam", description="Optimizer of every block: adam, sgd or lars (SGD with layer-wise trust ratios).")
+    lr: float = Field(1e-3, gt=0, description="Learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd, lars: momentum.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (L2 penalty on the weights).")
+    trust_coefficient: float = Field(0.001, gt=0, description="lars: trust coefficient of the layer-wise rate.")
+    schedule: Literal["constant", "linear-decay", "cosine"] = Field("constant", description="Learning-rate schedule: constant, linear-decay (constant, then linear to zero from optim.decay_start) or cosine.")
+    decay_start: float = Field(0.5, ge=0, le=1, description="linear-decay: fraction of the run after which the rate decays linearly to zero.")
+    warmup: float = Field(0.0, ge=0, lt=1, description="Fraction of the steps with a linear warm-up from zero.")
+    block_lr_scale: Optional[list[float]] = Field(None, description="Factors of optim.lr for the blocks in order, the last for every later block, e.g. [1,0.3] (null: 1 for all).")
 
     @field_validator("block_lr_scale")
     @classmethod
@@ -169,16 +152,16 @@ class OptimConfig(Section):
 
 
 class EvalConfig(Section):
-    probes: bool = True
-    probe_epochs: int = Field(10, gt=0)
-    probe_lr: float = Field(1e-3, gt=0)
-    probe_schedule: Literal["constant", "cosine"] = "constant"  # cosine: the probe's rate decays to zero over its epochs
-    probe_weight_decay: float = Field(0.0, ge=0)  # L2 penalty (weight_decay/2)·||W||² on the probes' weights, not their biases
-    probe_flip: bool = False  # probes also train on every training image mirrored left-right (the usual linear-evaluation augmentation)
-    knn: bool = True
-    knn_k: int = Field(20, gt=0)
-    knn_temperature: float = Field(0.07, gt=0)
-    feature_train_size: Optional[int] = Field(None, gt=0)  # training examples (a fixed subset) for probes and kNN; None = all
+    probes: bool = Field(True, description="Train a linear probe on each block's features at the end (per-block accuracy).")
+    probe_epochs: int = Field(10, gt=0, description="Epochs of each linear probe (and readout).")
+    probe_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the linear probes.")
+    probe_schedule: Literal["constant", "cosine"] = Field("constant", description="Probes' rate: constant, or cosine (decayed to zero over probe_epochs, so a probe ends at the optimum of its convex loss).")
+    probe_weight_decay: float = Field(0.0, ge=0, description="L2 penalty (weight_decay/2)*||W||^2 on the probes' weights, not their biases (0 = none).")
+    probe_flip: bool = Field(False, description="Probes also train on every training image mirrored left-right (linear-evaluation augmentation; not for digits).")
+    knn: bool = Field(True, description="Measure weighted k-nearest-neighbour accuracy on each block's features.")
+    knn_k: int = Field(20, gt=0, description="kNN: neighbours voting.")
+    knn_temperature: float = Field(0.07, gt=0, description="kNN: temperature of the neighbours' exp(similarity / T) weights.")
+    feature_train_size: Optional[int] = Field(None, gt=0, description="Training examples (a fixed subset, the same for every seed) whose features train probes and serve as kNN neighbours; null = all.")
 
 
 class DistributedConfig(Section):
@@ -191,35 +174,35 @@ class DistributedConfig(Section):
     its detached output on through a queue of at most `queue_depth` batches.
     """
 
-    mode: Literal["data", "pipeline"] = "data"
-    backend: Literal["auto", "gloo", "nccl"] = "auto"
-    queue_depth: int = Field(2, gt=0)
-    devices: Optional[list[str]] = None
-    timeout_s: int = Field(1800, gt=0)
+    mode: Literal["data", "pipeline"] = Field("data", description="Under torchrun: data (every rank trains every block on its shard of each batch) or pipeline (blocks split over the ranks).")
+    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="torch.distributed backend: auto (nccl on CUDA, gloo on CPU), gloo or nccl.")
+    queue_depth: int = Field(2, gt=0, description="pipeline: batches in flight per link between two stages.")
+    devices: Optional[list[str]] = Field(None, description="One process, several devices: the blocks spread over them in order, e.g. [cuda:0,cuda:1] (null = one device).")
+    timeout_s: int = Field(1800, gt=0, description="Timeout in seconds of collective operations; a lost rank ends the others after at most this.")
 
 
 class LoggingConfig(Section):
-    progress: bool = True
-    tensorboard: bool = False
+    progress: bool = Field(True, description="Show a progress bar while training.")
+    tensorboard: bool = Field(False, description="Write TensorBoard event files to the run folder's tensorboard/ (needs the tensorboard extra).")
 
 
 class MethodSection(BaseModel):
     """The method's name; its other keys are validated by the method's own schema."""
 
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: str = Field(description="The method (local rule); its other method.* keys are the method's own options, listed below.")
 
 
 class Config(Section):
-    description: str = ""
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    method: MethodSection
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    description: str = Field("", description="One line saying what the preset is (shown by locallearn presets).")
+    data: DataConfig = Field(default_factory=DataConfig, description="Dataset and batching.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The backbone and its layers.")
+    method: MethodSection = Field(description="The local rule and its options.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The training loop.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Each block's optimizer and schedule.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation: probes, readouts and kNN.")
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig, description="Several processes or devices.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Progress and TensorBoard.")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -15,13 +15,11 @@ from locallearn.views.base import Views
 
 
 class BackpropOptions(MethodOptions):
-    """`head_pool`: a conv block's output is average-pooled to this many positions per side for
-    its head (1 = global); `head_hidden`: widths of the head's hidden ReLU layers ([] = linear);
-    `augment`: if set, each training image is one random view (`views.augment`; null = as is)."""
+    """`method.*` keys of `backprop`: the heads and optional augmentation (each key's meaning is its description)."""
 
-    head_pool: int = Field(1, gt=0)
-    head_hidden: list[int] = Field(default_factory=list)
-    augment: Optional[AugmentOptions] = None
+    head_pool: int = Field(1, gt=0, description="A conv block's output is average-pooled to this many positions per side for its head (1 = global).")
+    head_hidden: list[int] = Field(default_factory=list, description="Widths of the head's hidden ReLU layers ([] = linear head).")
+    augment: Optional[AugmentOptions] = Field(None, description="If set, each training image is one random view (the method.augment.* keys); null = as is.")
 
 
 class Backprop(Method):

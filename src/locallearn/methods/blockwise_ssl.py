@@ -26,27 +26,19 @@ from locallearn.views.base import Views
 
 
 class BlockwiseSSLOptions(MethodOptions):
-    """`method.*` keys.
+    """`method.*` keys of `blockwise-ssl`: the loss, the heads, the probes and the views (each key's meaning is its description)."""
 
-    `loss`: barlow | vicreg | simclr; `lambd`: Barlow Twins' off-diagonal weight;
-    `sim_weight`, `var_weight`, `cov_weight`: VICReg's; `temperature`: InfoNCE's;
-    `expand`: channels of the head's 1x1-conv expansion (0 = none); `projector`: widths of
-    the projector's linear layers ([] = none); `probe_pool`: block outputs are average-pooled
-    to at most this many positions per axis for probes (1 = global pooling);
-    `readout_last`: the linear readout reads the last this many blocks; `augment`: the views.
-    """
-
-    loss: Literal["barlow", "vicreg", "simclr"] = "barlow"
-    lambd: float = Field(5.1e-3, ge=0)
-    sim_weight: float = Field(25.0, ge=0)
-    var_weight: float = Field(25.0, ge=0)
-    cov_weight: float = Field(1.0, ge=0)
-    temperature: float = Field(0.1, gt=0)
-    expand: int = Field(0, ge=0)
-    projector: list[int] = Field(default_factory=lambda: [512, 512])
-    probe_pool: int = Field(1, gt=0)
-    readout_last: int = Field(1, gt=0)
-    augment: AugmentOptions = Field(default_factory=AugmentOptions)
+    loss: Literal["barlow", "vicreg", "simclr"] = Field("barlow", description="Each block's self-supervised loss: barlow (Barlow Twins), vicreg or simclr (InfoNCE).")
+    lambd: float = Field(5.1e-3, ge=0, description="barlow: weight of the off-diagonal terms of the cross-correlation.")
+    sim_weight: float = Field(25.0, ge=0, description="vicreg: weight of the invariance (mean squared distance) term.")
+    var_weight: float = Field(25.0, ge=0, description="vicreg: weight of the variance (hinge on each dimension's std) term.")
+    cov_weight: float = Field(1.0, ge=0, description="vicreg: weight of the covariance (off-diagonal) term.")
+    temperature: float = Field(0.1, gt=0, description="simclr: temperature of the InfoNCE softmax.")
+    expand: int = Field(0, ge=0, description="Channels of the head's 1x1-conv expansion before pooling (0 = none).")
+    projector: list[int] = Field(default_factory=lambda: [512, 512], description="Widths of the projector MLP's linear layers ([] = no projector).")
+    probe_pool: int = Field(1, gt=0, description="Block outputs are average-pooled to at most this many positions per axis for probes (1 = global pooling).")
+    readout_last: int = Field(1, gt=0, description="The linear readout reads the last this many blocks.")
+    augment: AugmentOptions = Field(default_factory=AugmentOptions, description="The two views' augmentations (the method.augment.* keys).")
 
 
 class BlockwiseSSL(Method):

@@ -24,11 +24,10 @@ from locallearn.views.base import Views
 
 
 class FFChannelwiseOptions(ScoreOptions):
-    """`skip_first`, `score_depth`: the blocks whose goodness is summed (`ScoreOptions`); `probe_pool`: as FF's;
-    `augment`: if set, each training image is one random view (`views.augment`; null = as is)."""
+    """`method.*` keys of `ff-channelwise`: the scoring (`ScoreOptions`), probes and augmentation."""
 
-    probe_pool: int = Field(2, gt=0)
-    augment: Optional[AugmentOptions] = None
+    probe_pool: int = Field(2, gt=0, description="Spatial outputs are average-pooled to at most this many positions per axis for probes.")
+    augment: Optional[AugmentOptions] = Field(None, description="If set, each training image is one random view (the method.augment.* keys); null = as is.")
 
 
 class FFChannelwise(Method):

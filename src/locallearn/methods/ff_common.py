@@ -15,23 +15,18 @@ FEATURE_NORM = InputNorm("rms")
 
 
 class FFOptions(MethodOptions):
-    """`method.*` keys of the FF goodness objective and of the probe features.
+    """`method.*` keys of the FF goodness objective and of the probe features (shared by the FF methods)."""
 
-    `goodness_over`: one goodness per example, or per position of a spatial output;
-    `goodness_groups`: channel groups, each with its own goodness (must divide every width);
-    `probe_pool`: spatial outputs are average-pooled to at most this many positions per axis for probes.
-    """
-
-    goodness: Literal["sum", "mean"] = "sum"
-    goodness_over: Literal["example", "position"] = "example"
-    goodness_groups: int = Field(1, gt=0)
-    loss: Literal["softplus", "symba"] = "softplus"
-    threshold: Optional[float] = None
-    temperature: float = Field(1.0, gt=0)
-    symba_alpha: Optional[float] = Field(None, gt=0)  # null = 4 (the SymBa paper's) over the default threshold (units for sum, 1 for mean): one loss for both
-    peer_weight: float = Field(0.0, ge=0)
-    peer_momentum: float = Field(0.9, ge=0, lt=1)
-    probe_pool: int = Field(2, gt=0)
+    goodness: Literal["sum", "mean"] = Field("sum", description="Goodness of a layer: sum or mean of its squared activities.")
+    goodness_over: Literal["example", "position"] = Field("example", description="One goodness per example, or per position of a spatial (conv, locally connected) output.")
+    goodness_groups: int = Field(1, gt=0, description="Channel groups, each with its own goodness (must divide every width).")
+    loss: Literal["softplus", "symba"] = Field("softplus", description="softplus (the paper's logistic loss around the threshold) or symba (softplus(-alpha(G_pos - G_neg)), no threshold).")
+    threshold: Optional[float] = Field(None, description="Goodness threshold of the softplus loss (null = the width for sum, 1 for mean).")
+    temperature: float = Field(1.0, gt=0, description="T in softplus((threshold - G)/T): 1 is the paper's; larger keeps pulling examples already past the threshold, towards a margin.")
+    symba_alpha: Optional[float] = Field(None, gt=0, description="SymBa's sharpness alpha (null = the paper's 4 divided by the default threshold, so sum and mean goodness give the same loss).")
+    peer_weight: float = Field(0.0, ge=0, description="Weight of Hinton's peer normalisation, pushing each unit's mean activity towards the layer's (0 = off).")
+    peer_momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of the running mean activity that peer normalisation uses.")
+    probe_pool: int = Field(2, gt=0, description="Spatial outputs are average-pooled to at most this many positions per axis for probes.")
 
 
 def ff_objective(o: FFOptions, width: int) -> FFGoodnessLoss:
@@ -44,12 +39,10 @@ def probe_features(outputs: list[torch.Tensor], pool: int) -> list[torch.Tensor]
 
 
 class ScoreOptions(MethodOptions):
-    """Which blocks' goodness the classifier sums: `skip_first` leaves out the first (Hinton);
-    `score_depth` stops after that many blocks (null = every block), e.g. 2 with `skip_first`
-    false sums blocks 1-2, for nets whose deeper blocks classify worse than the first ones."""
+    """Which blocks' goodness the classifier sums (for nets whose deeper blocks classify worse than the first ones)."""
 
-    skip_first: bool = False
-    score_depth: Optional[int] = Field(None, gt=0)
+    skip_first: bool = Field(False, description="The goodness classifier leaves out the first block (Hinton's choice).")
+    score_depth: Optional[int] = Field(None, gt=0, description="The goodness classifier sums only the first N blocks (null = every block); changes only scoring, so locallearn eval can rescore.")
 
     @model_validator(mode="after")
     def _some_block_is_scored(self):

@@ -26,28 +26,16 @@ from locallearn.views.labels import hard_wrong_labels, overlay_every_label, over
 
 
 class FFSupervisedOptions(FFOptions, ScoreOptions):
-    """`augment`: if set, each training image is one random view (`views.augment`) before its label is written in.
+    """`method.*` keys of `ff-supervised`: the goodness objective (`FFOptions`), the scoring (`ScoreOptions`), the negatives and the label."""
 
-    `negatives_per_positive`: how many distinct wrong labels each positive is shown with;
-    together the negatives weigh as much in the loss as the positives.
-
-    `label_strength`: the label's lit pixel in units of the black-to-white range (1: a white
-    pixel, as the paper); larger values weigh the label more against the image in layer 1.
-
-    `hard_belief`: the goodness whose softmax hard negatives are drawn from: `classifier` (the
-    blocks the model classifies by, as Hinton's code) or `first` (the first block alone: about
-    an eighth of the refresh's arithmetic in the 4x2000 preset, for a belief close to the sum's
-    when the first block carries most of the classification).
-    """
-
-    negatives: Literal["uniform", "hard"] = "uniform"
-    negatives_per_positive: int = Field(1, gt=0)
-    hard_refresh_epochs: int = Field(1, gt=0)
-    hard_belief: Literal["classifier", "first"] = "classifier"
-    skip_first: bool = True
-    classifier: Literal["goodness", "readout"] = "goodness"
-    augment: Optional[AugmentOptions] = None
-    label_strength: float = Field(1.0, gt=0)
+    negatives: Literal["uniform", "hard"] = Field("uniform", description="Wrong labels for the negatives: uniform, or hard (drawn from the model's own belief, refreshed every hard_refresh_epochs).")
+    negatives_per_positive: int = Field(1, gt=0, description="Distinct wrong labels each positive is shown with in one batched pass; together they weigh as much as the positives.")
+    hard_refresh_epochs: int = Field(1, gt=0, description="hard negatives: epochs between refreshes of the belief over the whole training set.")
+    hard_belief: Literal["classifier", "first"] = Field("classifier", description="hard negatives: the goodness they are drawn from, classifier (the blocks the model classifies by) or first (the first block alone, cheaper).")
+    skip_first: bool = Field(True, description="The goodness classifier leaves out the first block (Hinton's choice).")
+    classifier: Literal["goodness", "readout"] = Field("goodness", description="What test_accuracy reports: goodness (try every label) or readout (linear softmax on neutral-label activities).")
+    augment: Optional[AugmentOptions] = Field(None, description="If set, each training image is one random view (the method.augment.* keys) before its label is written in; null = as is.")
+    label_strength: float = Field(1.0, gt=0, description="The label's lit pixel in units of the black-to-white range (1 = white, the paper); larger weighs the label more against the image.")
 
 
 class FFSupervised(Method):

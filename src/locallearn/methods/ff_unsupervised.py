@@ -25,12 +25,12 @@ from locallearn.views.pairs import self_contrastive_negatives
 
 
 class FFUnsupervisedOptions(FFOptions):
-    """`blurs` and `other_class` shape hybrid negatives; `readout_last`: blocks the readout reads."""
+    """`method.*` keys of `ff-unsupervised`: the goodness objective (`FFOptions`), the negatives and the readout."""
 
-    negatives: Literal["hybrid", "self-contrastive"] = "hybrid"
-    blurs: int = Field(10, ge=0)
-    other_class: bool = False
-    readout_last: int = Field(3, gt=0)
+    negatives: Literal["hybrid", "self-contrastive"] = Field("hybrid", description="hybrid (two images mixed through a random smooth mask) or self-contrastive (an image paired with another image).")
+    blurs: int = Field(10, ge=0, description="hybrid: times the random mask is blurred with [1/4, 1/2, 1/4] before thresholding.")
+    other_class: bool = Field(False, description="hybrid: mix only images of two different classes.")
+    readout_last: int = Field(3, gt=0, description="The linear softmax readout reads the normalised activities of the last this many blocks.")
 
 
 class FFUnsupervised(Method):

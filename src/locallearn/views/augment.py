@@ -30,34 +30,23 @@ PerView = Annotated[list[Probability], Field(min_length=2, max_length=2)]
 
 
 class AugmentOptions(BaseModel):
-    """`method.augment.*`: probabilities and strengths of each augmentation.
-
-    `crop_scale`: least area fraction of a random resized crop (1 with `crop_ratio` 1 = no crop);
-    `crop_ratio`: largest aspect ratio of the crop (the least is its inverse);
-    `brightness`, `contrast`, `saturation`, `hue`: jitter strengths (factors drawn in
-    1 +- strength; hue a rotation of +- strength turns), applied together with probability `jitter`;
-    `blur`, `solarize`: probabilities for view 1 and view 2 (Barlow Twins: [1.0, 0.1], [0.0, 0.2]);
-    `blur_sigma`: the largest blur std in pixels (the least is a 20th of it);
-    `noise`: std of additive Gaussian noise, in units of the pixel range;
-    `shift`: largest translation in whole pixels, drawn per image and axis from [-shift, shift]
-    (Hinton's "jittered images": 2 gives his 25 shifts); the edge pixels fill the gap.
-    """
+    """`method.*.augment` keys: the probability and strength of each augmentation (each key's meaning is its description)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-    crop_scale: float = Field(0.2, gt=0, le=1)
-    crop_ratio: float = Field(4 / 3, ge=1)
-    flip: Probability = 0.5
-    jitter: Probability = 0.8
-    brightness: float = Field(0.4, ge=0, le=1)
-    contrast: float = Field(0.4, ge=0, le=1)
-    saturation: float = Field(0.2, ge=0, le=1)
-    hue: float = Field(0.1, ge=0, le=0.5)
-    grayscale: Probability = 0.2
-    blur: PerView = Field(default_factory=lambda: [0.0, 0.0])
-    blur_sigma: float = Field(2.0, gt=0)
-    solarize: PerView = Field(default_factory=lambda: [0.0, 0.0])
-    noise: float = Field(0.0, ge=0)
-    shift: int = Field(0, ge=0)
+    crop_scale: float = Field(0.2, gt=0, le=1, description="Least area fraction of a random resized crop (1 with crop_ratio 1 = no crop).")
+    crop_ratio: float = Field(4 / 3, ge=1, description="Largest aspect ratio of the crop (the least is its inverse).")
+    flip: Probability = Field(0.5, description="Probability of a horizontal flip (0 for digits).")
+    jitter: Probability = Field(0.8, description="Probability of colour jitter (brightness, contrast, saturation, hue together).")
+    brightness: float = Field(0.4, ge=0, le=1, description="Jitter: brightness factor drawn in 1 +- this.")
+    contrast: float = Field(0.4, ge=0, le=1, description="Jitter: contrast factor drawn in 1 +- this.")
+    saturation: float = Field(0.2, ge=0, le=1, description="Jitter: saturation factor drawn in 1 +- this (RGB only).")
+    hue: float = Field(0.1, ge=0, le=0.5, description="Jitter: hue rotation of up to +- this many turns (RGB only).")
+    grayscale: Probability = Field(0.2, description="Probability of turning the view grey (RGB only).")
+    blur: PerView = Field(default_factory=lambda: [0.0, 0.0], description="Gaussian blur probability for view 1 and view 2 (Barlow Twins: [1.0, 0.1]).")
+    blur_sigma: float = Field(2.0, gt=0, description="Largest blur std in pixels (the least is a 20th of it).")
+    solarize: PerView = Field(default_factory=lambda: [0.0, 0.0], description="Solarisation probability for view 1 and view 2 (Barlow Twins: [0.0, 0.2]).")
+    noise: float = Field(0.0, ge=0, description="Std of additive Gaussian noise, in units of the pixel range.")
+    shift: int = Field(0, ge=0, description="Largest translation in whole pixels, per image and axis (2 = Hinton's 25 jittered images); edge pixels fill the gap.")
 
 
 def uniform(n: int, low: float, high: float, generator: torch.Generator) -> Tensor:
