@@ -1,0 +1,90 @@
+"""The README and the docs: short, self-contained, every config key described, every number generated from records."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from locallearn import doc_tables
+from locallearn.config import preset_names
+from locallearn.records import load_records
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = sorted((ROOT / "docs").rglob("*.md"))
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)|href=\"([^\"]+)\"")
+GENERATED_BLOCK = re.compile(r"<!-- table:(\w+) -->.*?<!-- /table:\1 -->", re.S)
+RESULT_NUMBER = re.compile(r"\b\d{1,3}\.\d+ ?%")
+
+
+def test_readme_is_at_most_15_kb():
+    assert README.stat().st_size <= 15 * 1024
+
+
+@pytest.mark.parametrize("path", [README, *PAGES], ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_are_urls_or_paths_inside_the_repository_that_exist(path):
+    for match in LINK.finditer(path.read_text()):
+        target = match.group(1) or match.group(2)
+        if target.startswith(("http://", "https://", "#", "mailto:")):
+            continue
+        resolved = (path.parent / target.split("#")[0]).resolve()
+        assert resolved.is_relative_to(ROOT), f"{path.name}: {target} points outside the repository"
+        assert resolved.exists(), f"{path.name}: {target} does not exist"
+
+
+def test_every_config_key_and_method_option_has_a_description():
+    keys = list(doc_tables.all_schema_keys())
+    assert any(key == "method.label_strength" for key, _ in keys) and any(key == "method.augment.crop_scale" for key, _ in keys)
+    missing = [key for key, field in keys if not (field.description or "").strip()]
+    assert not missing, f"config keys without Field(description=...): {missing}"
+
+
+def test_the_configuration_reference_lists_every_key():
+    reference = doc_tables.config_reference()
+    for key, field in doc_tables.all_schema_keys():
+        if doc_tables.type_name(field.annotation) != "section":
+            assert f"| `{key}` |" in reference
+
+
+def test_readme_tables_are_the_ones_the_records_generate():
+    text = README.read_text()
+    assert set(re.findall(r"<!-- table:(\w+) -->", text)) == set(doc_tables.README_TABLES)
+    assert doc_tables.render_readme(text) == text, "README.md's tables differ from the records: run python -m locallearn.doc_tables --write"
+
+
+def test_check_fails_when_a_readme_number_is_edited_by_hand(tmp_path):
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    record = load_records(tmp_path / "results" / "presets")[0]
+    shown = doc_tables.percent(record["summary"]["test_accuracy"])
+    text = README.read_text()
+    assert shown in text
+    (tmp_path / "README.md").write_text(text)
+    assert doc_tables.main(["--check", "--root", str(tmp_path)]) == 0
+    (tmp_path / "README.md").write_text(text.replace(shown, "99.99%", 1))
+    assert doc_tables.main(["--check", "--root", str(tmp_path)]) == 1
+    assert doc_tables.main(["--write", "--root", str(tmp_path)]) == 0
+    assert (tmp_path / "README.md").read_text() == text
+
+
+@pytest.mark.parametrize("path", [README, *PAGES], ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_result_number_is_typed_by_hand(path):
+    prose = GENERATED_BLOCK.sub("", path.read_text())
+    assert not RESULT_NUMBER.findall(prose), f"{path.name} types result numbers; generate them from records"
+
+
+def test_generated_markers_name_known_tables_and_presets():
+    for path in PAGES:
+        for name, args in re.findall(r"<!-- generated: ([\w-]+)((?: [\w.-]+)*) -->", path.read_text()):
+            assert name in doc_tables.GENERATORS, f"{path.name}: unknown generated table {name}"
+            assert set(args.split()) <= set(preset_names()), f"{path.name}: {args} names an unknown preset"
+
+
+def test_preset_records_belong_to_real_presets():
+    records = load_records(ROOT / "results" / "presets")
+    assert records
+    for record in records:
+        assert record["name"] in preset_names() and record["summary"]["preset"] == record["name"]
+    assert all(r["summary"].get("preset") in preset_names() for r in load_records(ROOT / "results" / "transcribed"))
