@@ -12,6 +12,7 @@ Nobody types a result or a config key's meaning into the docs: the documentation
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -206,12 +207,13 @@ def presets_page(root: Path = ROOT) -> str:
         out.append(f"- method `{config.method.name}`, network {network(preset)}, `train.granularity={config.train.granularity}`, "
                    f"{config.train.epochs} epochs, batch {config.data.batch_size}, {config.optim.name} at {config.optim.lr:g}")
         if record is None:
-            out.append("- no reference run stored yet\n")
-            continue
-        summary = record["summary"]
-        out.append(f"- reference run: test {percent(summary.get('test_accuracy'))}, validation {percent(summary.get('val_accuracy'))}, "
-                   f"training {time_cell(record)} ({record['source']})")
-        out.append(f"- command: `{record['command']}`\n")
+            out.append("- no reference run stored yet")
+        else:
+            summary = record["summary"]
+            out.append(f"- reference run: test {percent(summary.get('test_accuracy'))}, validation {percent(summary.get('val_accuracy'))}, "
+                       f"training {time_cell(record)} ({record['source']})")
+            out.append(f"- command: `{record['command']}`")
+        out.append(f"\n`src/locallearn/presets/{preset}.yaml`, its comments saying why:\n\n```yaml\n{preset_text(preset).rstrip()}\n```\n")
     return "\n".join(out)
 
 
@@ -246,15 +248,34 @@ def throughput_table(root: Path = ROOT) -> str:
                                     ("command", lambda r: f"`{r['command']}`")])
 
 
+def memory_table(args: list[str], root: Path = ROOT) -> str:
+    """Docs: activation memory against depth, local vs end to end, from `benchmarks/memory_depth.py`'s JSON output (`args`: its file names)."""
+    out = []
+    for name in args:
+        result = json.loads((root / "benchmarks" / "results" / name).read_text())
+        by = {(row["depth"], row["granularity"]): row for row in result["rows"]}
+        depths = sorted({depth for depth, _ in by})
+        lines = [f"{result['title']} (`python benchmarks/memory_depth.py {' '.join(result['settings'])}`), MiB:\n",
+                 "| depth | " + " | ".join(map(str, depths)) + " |", "|" + " --- |" * (len(depths) + 1)]
+        for granularity, what in (("layer", "local: peak above baseline"), ("layer", "local: saved for backward"),
+                                  ("end-to-end", "end to end: peak above baseline"), ("end-to-end", "end to end: saved for backward")):
+            key = "activation_mb" if "peak" in what else "saved_for_backward_mb"
+            lines.append(f"| {what} | " + " | ".join(f"{by[d, granularity][key]:.1f}" for d in depths) + " |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
 # ---- the README and the docs' hook -------------------------------------------------------
 
 GENERATORS = {
     "config": lambda args, root: config_reference(),
     "presets": lambda args, root: presets_page(root),
+    "presets-table": lambda args, root: presets_table(root),
     "results": lambda args, root: results_table(root),
     "log": log_table,
     "speed": lambda args, root: speed_table(root),
     "throughput": lambda args, root: throughput_table(root),
+    "memory": memory_table,
 }
 README_TABLES = {"presets": presets_table, "results": results_table}
 
