@@ -162,6 +162,8 @@ def time_cell(record: dict | None) -> str:
         time = f"{summary['seconds_per_epoch']:g} s/epoch"
     epochs = f"{summary['epochs']} epochs" if summary.get("epochs") else None
     detail = "; ".join(x for x in (epochs, conditions) if x)
+    if time == "–":
+        return detail or time
     return f"{time} ({detail})" if detail else time
 
 
@@ -221,7 +223,7 @@ def log_table(presets: list[str], root: Path = ROOT) -> str:
     """Docs: the runs of these presets (reference runs first, then the experiment log in order), one line each."""
     folder = root / "results" / "transcribed"
     log = load_records(folder) if folder.is_dir() else []
-    reference = [r for name, r in sorted(preset_records(root).items()) if name in presets]
+    reference = [r for name, r in sorted(preset_records(root).items()) if name in presets and "test_accuracy" in r["summary"]]
     rows = reference + [r for r in log if r["summary"].get("preset") in presets and "test_accuracy" in r["summary"]]
     columns = [("run", lambda r: ("**preset** " if r in reference else f"{r['name'][:3]} · ") + label(r)),
                ("test", lambda r: percent(r["summary"].get("test_accuracy"))),
