@@ -170,11 +170,12 @@ def time_cell(record: dict | None) -> str:
 def presets_table(root: Path = ROOT) -> str:
     """README: one line per preset, with its reference run's test accuracy and training time."""
     records = preset_records(root)
-    lines = ["| preset | what it is | test accuracy | training time, 2 CPU cores |", "| --- | --- | --- | --- |"]
+    lines = ["| preset | what it is | test accuracy | training time, 2 CPU cores | record |", "| --- | --- | --- | --- | --- |"]
     for preset in preset_names():
         record = records.get(preset)
         accuracy = percent(record["summary"].get("test_accuracy")) if record else "not measured"
-        lines.append(f"| `{preset}` | {short_description(preset)} | {accuracy} | {time_cell(record)} |")
+        source = record["source"] if record else "–"
+        lines.append(f"| `{preset}` | {short_description(preset)} | {accuracy} | {time_cell(record)} | {source} |")
     return "\n".join(lines) + "\n"
 
 
