@@ -194,7 +194,8 @@ def results_table(root: Path = ROOT) -> str:
 def network(preset: str) -> str:
     model = load_config(preset).model
     if model.arch == "mlp":
-        return f"MLP {'-'.join(map(str, model.hidden))}"
+        widths = model.hidden
+        return f"MLP {len(widths)}×{widths[0]}" if len(set(widths)) == 1 else f"MLP {'-'.join(map(str, widths))}"
     if model.arch.startswith("resnet"):
         return f"{model.arch} width {model.width}"
     return f"{model.arch} {'-'.join(map(str, model.channels))}"
