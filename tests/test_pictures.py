@@ -88,6 +88,10 @@ def test_accuracy_axis_is_at_least_ten_points_says_where_it_starts_and_marks_bas
     assert marks == {"end-to-end run bp (test): 88.00 %": 88.0}
     plt.close(fig)
 
+    fig = probe_by_depth_figure({"run": [99.2, 99.5]}, chance=10.0)  # near 100 the axis grows downwards, never past 100
+    assert fig.axes[0].get_ylim() == (90.0, 100.0)
+    plt.close(fig)
+
     fig = probe_by_depth_figure({"run": [15.0, 40.0]}, chance=10.0)
     ax = fig.axes[0]
     assert ax.get_ylim()[0] <= 10.0 and "below the axis" not in ax.get_ylabel()

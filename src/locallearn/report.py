@@ -282,14 +282,42 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{cells(header, 'th')}</tr>" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows) + "</table>"
 
 
+ACCURACY_NOTE = ("Test accuracy is measured once, after training; val is the held-out part of the training set. "
+                 "readout: a linear classifier on the frozen features of the blocks the method reads out; "
+                 "probe: a linear classifier on one block's frozen output; kNN: nearest neighbours in one block's output.")
+
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px} table{border-collapse:collapse;margin:0.5em 0 1em}"
          " td,th{border:1px solid #ccc;padding:4px 8px;text-align:left} th{background:#f4f4f4}"
          " pre{background:#f8f8f8;padding:0.8em;max-height:30em;overflow:auto} img{max-width:100%} figcaption{color:#444;max-width:60em}"
-         " figure{margin:0 0 2em}")
+         " figure{margin:0 0 2em} .note{color:#444;max-width:60em}")
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """{dotted key: value} of a nested config (lists are values)."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def config_differences(runs: list[Run]) -> list[list[str]]:
+    """Rows of (dotted key, value in each run) for the config keys whose values differ between the runs (descriptions left out)."""
+    flat = [flatten(run.config) for run in runs]
+    keys = sorted({k for f in flat for k in f} - {"description"})
+    missing = object()
+    return [[key] + ["–" if f.get(key, missing) is missing else json.dumps(f[key]) for f in flat]
+            for key in keys if len({json.dumps(f.get(key, "–")) for f in flat}) > 1]
 
 
 def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
-    """Write report.md, report.html and plots/*.png into `out` (default: the run folder itself for one run, else the current folder)."""
+    """Write report.md, report.html and plots/*.png into `out` (default: the run folder itself for one run, else the current folder).
+
+    Order: the comparison table, (for several runs) the config keys that differ, each run's
+    accuracies, the plots, and last each run's resolved config.
+    """
     runs = [load_run(Path(d)) for d in run_dirs]
     out = Path(out) if out is not None else (runs[0].folder if len(runs) == 1 else Path("."))
     figures = [learning_curves(runs, out)]
@@ -304,26 +332,35 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
 
     md = [f"# {title}", "", *md_table(COMPARISON, comparison)]
     body = [f"<h1>{html.escape(title)}</h1>", html_table(COMPARISON, comparison)]
+    if len(runs) > 1:
+        differences = config_differences(runs)
+        header = ["config key"] + [run.name for run in runs]
+        md += ["", "## Config keys that differ", "", *(md_table(header, differences) if differences else ["None: the runs share one config."])]
+        body += ["<h2>Config keys that differ</h2>", html_table(header, differences) if differences else "<p>None: the runs share one config.</p>"]
     for run in runs:
         command = (run.summary or {}).get("command")
         block_header, block_rows = block_table(run)
-        md += ["", f"## {run.name}", ""] + ([f"`{command}`", ""] if command else [])
-        md += ["### Accuracy of every classifier", "", *md_table(["classifier", "test %", "val %"], classifier_rows(run))]
+        md += ["", f"## Accuracies of {run.name}", ""] + ([f"`{command}`", ""] if command else [])
+        md += [*md_table(["classifier", "test %", "val %"], classifier_rows(run))]
+        body += [f"<h2>Accuracies of {html.escape(run.name)}</h2>"] + ([f"<p><code>{html.escape(command)}</code></p>"] if command else [])
+        body += [html_table(["classifier", "test %", "val %"], classifier_rows(run))]
         if block_rows:
-            md += ["", "### Per block", "", *md_table(block_header, block_rows)]
-        md += ["", "### Resolved config", "", "```yaml", run.config_text.rstrip(), "```"]
-        body += [f"<h2>{html.escape(run.name)}</h2>"] + ([f"<p><code>{html.escape(command)}</code></p>"] if command else [])
-        body += ["<h3>Accuracy of every classifier</h3>", html_table(["classifier", "test %", "val %"], classifier_rows(run))]
-        if block_rows:
-            body += ["<h3>Per block</h3>", html_table(block_header, block_rows)]
-        body += [f"<details open><summary>Resolved config ({html.escape(str(run.folder / 'config.yaml'))})</summary>"
-                 f"<pre>{html.escape(run.config_text)}</pre></details>"]
+            md += ["", *md_table(block_header, block_rows)]
+            body += [html_table(block_header, block_rows)]
+    md += ["", ACCURACY_NOTE]
+    body += [f"<p class='note'>{html.escape(ACCURACY_NOTE)}</p>"]
     md += ["", "## Plots"]
     body += ["<h2>Plots</h2>"]
     for f in figures:
         md += ["", f"### {f.title}", "", f"![{f.title}]({f.src})", "", f.caption]
         body += [f"<figure><h3>{html.escape(f.title)}</h3><img src='{html.escape(f.src)}' alt='{html.escape(f.title)}'>"
                  f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"]
+    md += ["", "## Resolved configs" if len(runs) > 1 else "## Resolved config"]
+    body += ["<h2>Resolved configs</h2>" if len(runs) > 1 else "<h2>Resolved config</h2>"]
+    for run in runs:
+        md += ["", f"`{run.folder / 'config.yaml'}`", "", "```yaml", run.config_text.rstrip(), "```"]
+        body += [f"<details{' open' if len(runs) == 1 else ''}><summary>{html.escape(str(run.folder / 'config.yaml'))}</summary>"
+                 f"<pre>{html.escape(run.config_text)}</pre></details>"]
     write_text_atomic(out / "report.md", "\n".join(md) + "\n")
     write_text_atomic(out / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                       f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
