@@ -12,7 +12,7 @@ from pathlib import Path
 
 from helpers import tiny_dataset_folder
 from locallearn.cli import main
-from locallearn.report import Run, baseline, comparison_row, learning_curve_series, pct
+from locallearn.report import Run, baseline, comparison_row, give_unique_names, learning_curve_series, pct
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -55,9 +55,23 @@ def test_report_of_one_run_and_a_comparison(tmp_path, capsys):
         assert (tmp_path / "cmp" / "plots" / f"{png}.png").read_bytes().startswith(PNG)
 
 
-def test_report_on_a_non_run_is_a_one_line_error(tmp_path, capsys):
+def test_report_on_a_non_run_or_a_corrupt_summary_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     assert "is not a run folder" in capsys.readouterr().err
+    (tmp_path / "config.yaml").write_text("data: {name: mnist}\n")
+    (tmp_path / "summary.json").write_text('{"preset": ')
+    assert main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "summary.json is not valid JSON" in err and len(err.strip().splitlines()) == 1
+
+
+def test_runs_with_the_same_folder_name_are_told_apart_by_their_parents():
+    runs = [fake_run("lr-0.1/seed0"), fake_run("lr-0.2/seed0"), fake_run("lr-0.2/seed1")]
+    give_unique_names(runs)
+    assert [r.name for r in runs] == ["lr-0.1/seed0", "lr-0.2/seed0", "lr-0.2/seed1"]
+    single = [fake_run("lr-0.1/seed0"), fake_run("lr-0.2/seed1")]
+    give_unique_names(single)
+    assert [r.name for r in single] == ["seed0", "seed1"]
 
 
 def fake_run(name: str, granularity: str = "layer", val: bool = True, readout_val: float | None = None, summary: dict | None = None) -> Run:

@@ -3,9 +3,9 @@
 Everything comes from the run folders (config.yaml, metrics.jsonl, summary.json,
 checkpoint); nothing is retrained. A run that is still going (no summary yet) is
 reported from its metrics so far. The report holds a comparison table (one row per
-run: preset, network, epochs, accuracies, time, throughput, memory, probes), then per
-run every classifier's, probe's and kNN's accuracy and the resolved config, then the
-plots (drawn by `locallearn.pictures`).
+run: preset, network, epochs, accuracies, time, throughput, memory, probes), for several
+runs the config keys that differ, per run every classifier's, probe's and kNN's
+accuracy, the plots (drawn by `locallearn.pictures`), and last the resolved configs.
 """
 
 from __future__ import annotations
@@ -37,10 +37,20 @@ class Run:
     summary: dict | None = None
     final: dict = field(default_factory=dict)  # metrics.jsonl's last {"final": ...}: val/test per classifier, readout
     config_text: str = ""
-    name: str = field(init=False)
+    name: str = field(init=False)  # the folder's name; `give_unique_names` lengthens it where runs share one
 
     def __post_init__(self) -> None:
         self.name = self.folder.resolve().name
+
+
+def give_unique_names(runs: list[Run]) -> None:
+    """Name each run by as many trailing parts of its path as it takes to tell it from the others (seed0 -> lr-0.1/seed0)."""
+    for depth in range(1, max(len(r.folder.resolve().parts) for r in runs) + 1):
+        names = ["/".join(r.folder.resolve().parts[-depth:]) for r in runs]
+        if len(set(names)) == len(names):
+            break
+    for run, name in zip(runs, names):
+        run.name = name
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,12 @@ def load_run(folder: Path) -> Run:
                 history.append(record)
             elif "final" in record:
                 final = record["final"]
-    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else None
+    summary = None
+    if (folder / "summary.json").is_file():
+        try:
+            summary = json.loads((folder / "summary.json").read_text())
+        except json.JSONDecodeError as err:
+            raise RunError(f"{folder / 'summary.json'} is not valid JSON ({err}); delete it to report the run from its metrics") from None
     config_text = (folder / "config.yaml").read_text()
     return Run(folder, load_yaml(config_text), history, summary, final, config_text)
 
@@ -319,10 +334,11 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     accuracies, the plots, and last each run's resolved config.
     """
     runs = [load_run(Path(d)) for d in run_dirs]
+    give_unique_names(runs)
     out = Path(out) if out is not None else (runs[0].folder if len(runs) == 1 else Path("."))
     figures = [learning_curves(runs, out)]
     for run in runs:
-        figures.append(goodness(run, out, "goodness.png" if len(runs) == 1 else f"goodness-{run.name}.png"))
+        figures.append(goodness(run, out, "goodness.png" if len(runs) == 1 else f"goodness-{run.name.replace('/', '-')}.png"))
     figures.append(probe_by_depth(runs, out))
     if len(runs) == 1:
         figures += model_pictures(runs[0], out)
