@@ -12,7 +12,7 @@ from pathlib import Path
 
 from helpers import tiny_dataset_folder
 from locallearn.cli import main
-from locallearn.report import Run, baseline, comparison_row, give_unique_names, learning_curve_series, pct
+from locallearn.report import Run, baseline, comparison_row, give_unique_names, learning_curve_series, learning_curves, pct
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -88,6 +88,12 @@ def test_accuracy_series_never_make_an_empty_panel():
     assert learning_curve_series([fake_run("no-val", val=False)])[1] == {}
     unsupervised = fake_run("unsupervised", val=False, readout_val=0.8, summary={"classifier": "readout"})
     assert learning_curve_series([unsupervised])[1] == {"readout (at the end)": ([2], [80.0])}
+
+
+def test_a_run_before_its_first_epoch_has_no_learning_curves(tmp_path):
+    fresh = fake_run("fresh")
+    fresh.history = []
+    assert learning_curves([fresh], tmp_path) is None and not (tmp_path / "plots").exists()
 
 
 def test_baseline_is_the_end_to_end_run_else_the_best_and_none_for_one_run():

@@ -254,9 +254,9 @@ def save_receptive_fields(path: str | Path, layer: nn.Module, image_shape: tuple
     chosen, label_weights = split_label_pixels(fields[torch.linspace(0, units - 1, min(count, units)).round().long()], label_pixels, image_shape)
     columns = math.ceil(math.sqrt(chosen.shape[0]))
     rows = [list(chosen[start : start + columns]) for start in range(0, chosen.shape[0], columns)]
-    side = max(1.0 * columns, 4.0)
-    fig = plt.figure(figsize=(side + (2.6 if label_weights is not None else 1.3), side + 0.9))
-    fields_fig, side_fig = fig.subfigures(1, 2, width_ratios=[side, 2.6 if label_weights is not None else 1.3])
+    grid_width, side_width = max(1.0 * columns, 4.0), 2.6 if label_weights is not None else 1.3  # inches
+    fig = plt.figure(figsize=(grid_width + side_width, grid_width + 0.9))
+    fields_fig, side_fig = fig.subfigures(1, 2, width_ratios=[grid_width, side_width])
     _draw_grid(fields_fig, rows, signed=True)
     kind = "units" if tuple(fields.shape[1:]) == tuple(image_shape) else "kernels"
     fields_fig.suptitle(f"{title}: {chosen.shape[0]} of {units} {kind}", fontsize=10)

@@ -134,9 +134,11 @@ def learning_curve_series(runs: list[Run]) -> tuple[dict, dict]:
     return losses, accuracies
 
 
-def learning_curves(runs: list[Run], out: Path) -> Picture:
-    """Each block's loss and the run's validation accuracy per epoch (no accuracy panel without any)."""
+def learning_curves(runs: list[Run], out: Path) -> Picture | None:
+    """Each block's loss and the run's validation accuracy per epoch (no accuracy panel without any; nothing before an epoch ends)."""
     losses, accuracies = learning_curve_series(runs)
+    if not losses:
+        return None
     pictures.save_figure(pictures.learning_curves_figure(losses, accuracies, chance_percent(runs), baseline(runs, "val_accuracy", "val")), out / PLOTS / "learning_curves.png")
     caption = "Left: each block's training loss (its own local objective). "
     caption += ("Right: validation accuracy of each run's classifier after every epoch (a single point: measured once, after training)."
