@@ -12,7 +12,7 @@ from pathlib import Path
 
 from helpers import tiny_dataset_folder
 from locallearn.cli import main
-from locallearn.report import Run, baseline, comparison_row, give_unique_names, learning_curve_series, learning_curves, pct
+from locallearn.report import Run, baseline, comparison_row, config_differences, give_unique_names, learning_curve_series, learning_curves, pct
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -108,3 +108,10 @@ def test_baseline_is_the_end_to_end_run_else_the_best_and_none_for_one_run():
 def test_a_running_run_has_its_epochs_and_time_so_far_and_dashes():
     row = comparison_row(fake_run("going"))
     assert row[:7] == ["going", "–", "ff", "layer", "mlp 8", "2", "–"] and row[8] == "4.0 s"
+
+
+def test_config_differences_list_only_the_keys_that_differ():
+    a, b = fake_run("a"), fake_run("b", granularity="end-to-end")
+    b.config["model"]["hidden"] = [8, 8]
+    b.config["optim"] = {"lr": 0.1}
+    assert config_differences([a, b]) == [["model.hidden", "[8]", "[8, 8]"], ["optim.lr", "–", "0.1"], ["train.granularity", "layer", "end-to-end"]]

@@ -3,9 +3,9 @@
 Everything comes from the run folders (config.yaml, metrics.jsonl, summary.json,
 checkpoint); nothing is retrained. A run that is still going (no summary yet) is
 reported from its metrics so far. The report holds a comparison table (one row per
-run: preset, network, epochs, accuracies, time, throughput, memory, probes), for several
-runs the config keys that differ, per run every classifier's, probe's and kNN's
-accuracy, the plots (drawn by `locallearn.pictures`), and last the resolved configs.
+run: preset, network, epochs, accuracies, time, throughput, memory, probes), per run
+every classifier's, probe's and kNN's accuracy, the plots (drawn by `locallearn.pictures`),
+for several runs the config keys that differ, and last the resolved configs.
 """
 
 from __future__ import annotations
@@ -303,6 +303,9 @@ ACCURACY_NOTE = ("Test accuracy is measured once, after training; val is the hel
                  "readout: a linear classifier on the frozen features of the blocks the method reads out; "
                  "probe: a linear classifier on one block's frozen output; kNN: nearest neighbours in one block's output.")
 
+DIFFERENCES_NOTE = ("From the resolved configs, which hold every key: a key that a run's architecture or method does not use "
+                    "keeps its default there and does not affect that run.")
+
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px} table{border-collapse:collapse;margin:0.5em 0 1em}"
          " td,th{border:1px solid #ccc;padding:4px 8px;text-align:left} th{background:#f4f4f4}"
          " pre{background:#f8f8f8;padding:0.8em;max-height:30em;overflow:auto} img{max-width:100%} figcaption{color:#444;max-width:60em}"
@@ -325,15 +328,16 @@ def config_differences(runs: list[Run]) -> list[list[str]]:
     flat = [flatten(run.config) for run in runs]
     keys = sorted({k for f in flat for k in f} - {"description"})
     missing = object()
-    return [[key] + ["–" if f.get(key, missing) is missing else json.dumps(f[key]) for f in flat]
+    shown = lambda value: value if isinstance(value, str) else json.dumps(value)
+    return [[key] + ["–" if f.get(key, missing) is missing else shown(f[key]) for f in flat]
             for key in keys if len({json.dumps(f.get(key, "–")) for f in flat}) > 1]
 
 
 def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     """Write report.md, report.html and plots/*.png into `out` (default: the run folder itself for one run, else the current folder).
 
-    Order: the comparison table, (for several runs) the config keys that differ, each run's
-    accuracies, the plots, and last each run's resolved config.
+    Order: the comparison table, each run's accuracies, the plots, (for several runs) the
+    config keys that differ, and last each run's resolved config.
     """
     runs = [load_run(Path(d)) for d in run_dirs]
     give_unique_names(runs)
@@ -350,11 +354,6 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
 
     md = [f"# {title}", "", *md_table(COMPARISON, comparison)]
     body = [f"<h1>{html.escape(title)}</h1>", html_table(COMPARISON, comparison)]
-    if len(runs) > 1:
-        differences = config_differences(runs)
-        header = ["config key"] + [run.name for run in runs]
-        md += ["", "## Config keys that differ", "", *(md_table(header, differences) if differences else ["None: the runs share one config."])]
-        body += ["<h2>Config keys that differ</h2>", html_table(header, differences) if differences else "<p>None: the runs share one config.</p>"]
     for run in runs:
         command = (run.summary or {}).get("command")
         block_header, block_rows = block_table(run)
@@ -373,6 +372,12 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
         md += ["", f"### {f.title}", "", f"![{f.title}]({f.src})", "", f.caption]
         body += [f"<figure><h3>{html.escape(f.title)}</h3><img src='{html.escape(f.src)}' alt='{html.escape(f.title)}'>"
                  f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"]
+    if len(runs) > 1:
+        differences = config_differences(runs)
+        header = ["config key"] + [run.name for run in runs]
+        md += ["", "## Config keys that differ", "", DIFFERENCES_NOTE, "", *(md_table(header, differences) if differences else ["None."])]
+        body += ["<h2>Config keys that differ</h2>", f"<p class='note'>{html.escape(DIFFERENCES_NOTE)}</p>",
+                 html_table(header, differences) if differences else "<p>None.</p>"]
     md += ["", "## Resolved configs" if len(runs) > 1 else "## Resolved config"]
     body += ["<h2>Resolved configs</h2>" if len(runs) > 1 else "<h2>Resolved config</h2>"]
     for run in runs:
