@@ -88,6 +88,9 @@ def test_accuracy_series_never_make_an_empty_panel():
     assert learning_curve_series([fake_run("no-val", val=False)])[1] == {}
     unsupervised = fake_run("unsupervised", val=False, readout_val=0.8, summary={"classifier": "readout"})
     assert learning_curve_series([unsupervised])[1] == {"readout (at the end)": ([2], [80.0])}
+    validated_once = fake_run("eval_every=0", val=False, summary={"classifier": "goodness"})
+    validated_once.final = {"val": {"goodness": 0.75}}
+    assert learning_curve_series([validated_once])[1] == {"goodness (at the end)": ([2], [75.0])}
 
 
 def test_a_run_before_its_first_epoch_has_no_learning_curves(tmp_path):

@@ -113,11 +113,17 @@ def classifier_of(run: Run) -> str | None:
     return next(iter(validated), None)
 
 
+def final_val_accuracy(run: Run, classifier: str | None) -> float | None:
+    """The validation accuracy of `classifier` measured after training (metrics.jsonl's final record), if any."""
+    final = run.final.get("readout", {}) if classifier == "readout" else {"val": run.final.get("val", {}).get(classifier)}
+    return final.get("val")
+
+
 def learning_curve_series(runs: list[Run]) -> tuple[dict, dict]:
     """({label: (epochs, loss)} per block, {label: (epochs, validation accuracy %)} per run's classifier).
 
-    A run whose classifier is the readout, measured only after training, has one point at its
-    last epoch; a run without any validation accuracy has no accuracy series.
+    A run whose classifier was validated only after training (the readout, or `train.eval_every=0`)
+    has one point at its last epoch; a run without any validation accuracy has no accuracy series.
     """
     losses, accuracies = {}, {}
     for run in runs:
@@ -129,8 +135,8 @@ def learning_curve_series(runs: list[Run]) -> tuple[dict, dict]:
         val = [(r["epoch"], 100 * r["val"][classifier]) for r in run.history if classifier in r.get("val", {})]
         if val:
             accuracies[prefix + classifier] = ([e for e, _ in val], [v for _, v in val])
-        elif classifier == "readout" and run.final.get("readout", {}).get("val") is not None:
-            accuracies[prefix + "readout (at the end)"] = ([epochs[-1] if epochs else 0], [100 * run.final["readout"]["val"]])
+        elif (at_end := final_val_accuracy(run, classifier)) is not None:
+            accuracies[prefix + f"{classifier} (at the end)"] = ([epochs[-1] if epochs else 0], [100 * at_end])
     return losses, accuracies
 
 
@@ -159,7 +165,8 @@ def goodness(run: Run, out: Path, file: str) -> Picture | None:
 
 def probe_by_depth(runs: list[Run], out: Path) -> Picture | None:
     """Linear-probe test accuracy of every block against its depth."""
-    probes = {run.name: [None if b.get("probe_accuracy") is None else 100 * b["probe_accuracy"] for b in run.summary["per_block"]]
+    probes = {run.name + (" (one block: the whole network)" if len(run.summary["per_block"]) == 1 else ""):
+              [None if b.get("probe_accuracy") is None else 100 * b["probe_accuracy"] for b in run.summary["per_block"]]
               for run in runs if run.summary and any(b.get("probe_accuracy") is not None for b in run.summary["per_block"])}
     if not probes:
         return None
