@@ -35,7 +35,7 @@ def test_report_of_one_run_and_a_comparison(tmp_path, capsys):
     md, page = (run / "report.md").read_text(), (run / "report.html").read_text()
     summary = json.loads((run / "summary.json").read_text())
     final = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]["final"]
-    assert f"| ff | ff-supervised-small | ff-supervised | layer | mlp 32×32 | 2 | {pct(summary['test_accuracy'])} (goodness) |" in md
+    assert f"| ff | ff-supervised-small | ff-supervised | layer | mnist | mlp 32×32 | 2 | {pct(summary['test_accuracy'])} (goodness) |" in md
     assert "plots/goodness.png" in md and "plots/receptive_fields.png" in page
     assert html.escape((run / "config.yaml").read_text()) in page and "```yaml\n" + (run / "config.yaml").read_text().rstrip() in md
     for name, accuracy in summary["test_accuracy_by_classifier"].items():
@@ -49,8 +49,8 @@ def test_report_of_one_run_and_a_comparison(tmp_path, capsys):
     assert main(["report", str(tmp_path / "ff"), str(tmp_path / "bp"), "--out", str(tmp_path / "cmp")]) == 0
     md = (tmp_path / "cmp" / "report.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ff |") or line.startswith("| bp |")]
-    assert [r.split(" | ")[:6] for r in rows] == [["| ff", "ff-supervised-small", "ff-supervised", "layer", "mlp 32×32", "2"],
-                                                  ["| bp", "backprop-mlp", "backprop", "layer", "mlp 32×32", "2"]]
+    assert [r.split(" | ")[:7] for r in rows] == [["| ff", "ff-supervised-small", "ff-supervised", "layer", "mnist", "mlp 32×32", "2"],
+                                                  ["| bp", "backprop-mlp", "backprop", "layer", "mnist", "mlp 32×32", "2"]]
     for png in ("learning_curves", "probe_by_depth", "goodness-ff"):
         assert (tmp_path / "cmp" / "plots" / f"{png}.png").read_bytes().startswith(PNG)
 
@@ -110,7 +110,7 @@ def test_baseline_is_the_end_to_end_run_else_the_best_and_none_for_one_run():
 
 def test_a_running_run_has_its_epochs_and_time_so_far_and_dashes():
     row = comparison_row(fake_run("going"))
-    assert row[:7] == ["going", "–", "ff", "layer", "mlp 8", "2", "–"] and row[8] == "4.0 s"
+    assert row[:8] == ["going", "–", "ff", "layer", "mnist", "mlp 8", "2", "–"] and row[9] == "4.0 s"
 
 
 def test_config_differences_list_only_the_keys_that_differ():
@@ -118,3 +118,12 @@ def test_config_differences_list_only_the_keys_that_differ():
     b.config["model"]["hidden"] = [8, 8]
     b.config["optim"] = {"lr": 0.1}
     assert config_differences([a, b]) == [["model.hidden", "[8]", "[8, 8]"], ["optim.lr", "–", "0.1"], ["train.granularity", "layer", "end-to-end"]]
+
+
+def test_a_run_without_classifier_or_validation_split_has_dashes_not_fake_zeros():
+    """`eval.probes=false` leaves an unsupervised run no accuracy, `data.val_size=0` no validation: dashes, not 0.00."""
+    summary = {"preset": "ff-unsupervised-small", "epochs": 1, "test_accuracy": None, "val_accuracy": None, "classifier": "readout",
+               "train_seconds": 150.0, "seconds_per_epoch": 150.0, "samples_per_second": 400.0, "peak_rss_mb": 700.0,
+               "per_block": [{"name": "layer1", "accuracy": None}]}
+    row = comparison_row(fake_run("unsupervised", val=False, summary=summary))
+    assert row[7:] == ["– (readout)", "–", "2.5 min", "150.0", "400", "700", "–"]

@@ -3,7 +3,7 @@
 Everything comes from the run folders (config.yaml, metrics.jsonl, summary.json,
 checkpoint); nothing is retrained. A run that is still going (no summary yet) is
 reported from its metrics so far. The report holds a comparison table (one row per
-run: preset, network, epochs, accuracies, time, throughput, memory, probes), per run
+run: preset, dataset, network, epochs, accuracies, time, throughput, memory, probes), per run
 every classifier's, probe's and kNN's accuracy, the plots (drawn by `locallearn.pictures`),
 for several runs the config keys that differ, and last the resolved configs.
 """
@@ -240,7 +240,7 @@ def goodness_on_validation(trainer, generator: torch.Generator, count: int = 100
     return {name: (g[: views.num_positive], g[views.num_positive :]) for name, g in scores.items()}
 
 
-COMPARISON = ["run", "preset", "method", "granularity", "network", "epochs", "test acc % (classifier)", "val acc %",
+COMPARISON = ["run", "preset", "method", "granularity", "dataset", "network", "epochs", "test acc % (classifier)", "val acc %",
               "train time", "s/epoch", "samples/s", "peak RSS MB", "probe acc % per block"]
 
 
@@ -263,7 +263,7 @@ def comparison_row(run: Run) -> list[str]:
     seconds = s["train_seconds"] if s else sum(r["epoch_seconds"] for r in run.history)
     epochs = s["epochs"] if s else len(run.history)
     probes = ", ".join(f"{b['name']} {100 * b['probe_accuracy']:.1f}" for b in (s or {}).get("per_block", []) if b.get("probe_accuracy") is not None)
-    return [run.name, (s or {}).get("preset", "–"), c["method"]["name"], c["train"]["granularity"], network(c["model"]), str(epochs),
+    return [run.name, (s or {}).get("preset", "–"), c["method"]["name"], c["train"]["granularity"], c["data"]["name"], network(c["model"]), str(epochs),
             f"{pct(s['test_accuracy'])} ({s['classifier']})" if s else "–", pct(s["val_accuracy"]) if s else "–",
             duration(seconds), f"{s['seconds_per_epoch']:.1f}" if s else "–",
             f"{s['samples_per_second']:.0f}" if s else "–", f"{s['peak_rss_mb']:.0f}" if s else "–", probes or "–"]
