@@ -10,4 +10,4 @@ for preset in "${@:-ff-supervised-small backprop-mlp ff-supervised greedy-superv
     .venv/bin/locallearn train "$p" --out "runs/bench/$p" --quiet
   done
 done
-.venv/bin/python benchmarks/table.py runs/bench/*/
+.venv/bin/locallearn report runs/bench/*/ --out runs/bench  # the comparison table and plots, in runs/bench/report.md

@@ -10,7 +10,6 @@
   the engine does (dropout off), and its fit weighs an informative layer above a loud uninformative one.
 - silent_units counts a layer's units that never fire and those firing per input, with every label written in.
 - readout_sweep refits a saved run's readout to exactly the accuracy the run reported.
-- table prints a dash, not a number, for an accuracy a run does not have.
 - epoch_timing alternates an engine epoch (from epoch 0) and a hand-written one, each timed on its own.
 - ff_variants' cumulative goodness adds the layers below without their gradients, its
   concatenated self-contrastive pairs give the first layer two weight sets and positives [x; x],
@@ -160,15 +159,6 @@ def test_readout_sweep_refits_the_readout_the_run_reported(tmp_path, data_dir):
     assert as_trained["test"] == pytest.approx(100 * summary["readout_test_accuracy"], abs=0.005)
     assert as_trained["val"] == pytest.approx(100 * summary["val_accuracy"], abs=0.005)
     assert other["batch_size"] == 128 and (other["val"], other["test"]) != (as_trained["val"], as_trained["test"])
-
-
-def test_results_table_marks_missing_accuracies_with_a_dash(tmp_path, data_dir):
-    """A run with no classifier and no validation split (`data.val_size=0`) still gets its row, not a crash or a fake 0.00."""
-    table = load_benchmark("table")
-    out = tmp_path / "run"
-    assert main(["train", "ff-unsupervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY,
-                 "train.epochs=1", "data.val_size=0", "eval.probes=false", "eval.knn=false"]) == 0
-    assert "| – (readout) | – |" in table.row(out)
 
 
 def test_cumulative_goodness_adds_the_layers_below_without_their_gradients(monkeypatch):
