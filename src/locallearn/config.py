@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from locallearn.errors import UsageError
+from locallearn.nn.backbones import ARCHITECTURES
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -68,18 +69,22 @@ class ModelConfig(Section):
     BatchNorm after the activation (CwComp's layers).
 
     `vgg` uses the same per-layer keys, each layer `[pool] -> conv -> BatchNorm -> activation`
-    (no input norm). `resnet18` and `resnet50` are four stages (the stem in the first) of
-    base width `width`; `stem` is ImageNet's 7x7/2 conv + max-pool or, for small images, one
-    3x3/1 conv (`auto`: ImageNet's for inputs of 128 pixels or more). `activity_noise`
-    (vgg, resnet): in training, Gaussian noise of this many times the activity's std is
-    added to every layer's (stage's) output (Siddiqui et al. 2023 used 0.25). `dropout`
+    (no input norm). `resnet18` (stem + 8 basic units) and `resnet50` (stem + 16 bottlenecks)
+    have four stages of base width `width`; `resnet32` (stem + 15 basic units, CIFAR's) has
+    three of `width`/4 (16-32-64 at the default). Each residual unit is a layer, the stem
+    shares the first unit's block unless every layer is a block, and `block:K` with K the
+    number of stages gives the stages (`nn/resnet.py`). `stem` is ImageNet's 7x7/2 conv +
+    max-pool or, for small images, one 3x3/1 conv (`auto`: ImageNet's for inputs of 128
+    pixels or more). `activity_noise` (vgg, resnet): in training, Gaussian noise of this
+    many times the activity's std is added to every layer's (ResNet stage's) output
+    (Siddiqui et al. 2023 used 0.25). `dropout`
     (mlp, conv, locally-connected): in training, the normalised input units of every layer
     after the first are zeroed with this probability (inverted dropout, on a stream saved
     with the weights); `input_dropout` does the same to the first layer's input, the image
     (in supervised FF, the image with its label).
     """
 
-    arch: Literal["mlp", "locally-connected", "conv", "vgg", "resnet18", "resnet50"] = "mlp"
+    arch: Literal[tuple(ARCHITECTURES)] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [1000, 1000, 1000])
     channels: list[int] = Field(default_factory=lambda: [32, 64, 128])
     kernel_size: list[int] = Field(3, validate_default=True)
