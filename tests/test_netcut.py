@@ -14,7 +14,7 @@ from helpers import gradient_leaks, prototype_splits
 from locallearn.config import ModelConfig, load_config
 from locallearn.engine import Trainer
 from locallearn.errors import UsageError
-from locallearn.nn.backbones import ARCHITECTURES, build_backbone
+from locallearn.nn.backbones import BUILDERS, build_backbone
 from locallearn.nn.network import group_layers
 from locallearn.nn.resnet import RESNETS, Residual, stem
 from locallearn.objectives.classification import LocalClassifierLoss
@@ -113,7 +113,7 @@ def test_more_blocks_than_layers_is_a_usage_error():
 
 
 def test_the_config_lists_exactly_the_registered_architectures():
-    assert ModelConfig.model_json_schema()["properties"]["arch"]["enum"] == list(ARCHITECTURES)
+    assert ModelConfig.model_json_schema()["properties"]["arch"]["enum"] == list(BUILDERS)
     with pytest.raises(UsageError, match="model.arch.*'resnet32'"):
         load_config("greedy-supervised", ["model.arch=resnet34"])
 

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from locallearn.errors import UsageError
-from locallearn.nn.backbones import ARCHITECTURES
+from locallearn.nn.backbones import BUILDERS
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -84,7 +84,7 @@ class ModelConfig(Section):
     (in supervised FF, the image with its label).
     """
 
-    arch: Literal[tuple(ARCHITECTURES)] = "mlp"
+    arch: Literal[tuple(BUILDERS)] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [1000, 1000, 1000])
     channels: list[int] = Field(default_factory=lambda: [32, 64, 128])
     kernel_size: list[int] = Field(3, validate_default=True)

@@ -41,7 +41,7 @@ def image_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
     return layers
 
 
-ARCHITECTURES = {
+BUILDERS = {
     "mlp": mlp_layers,
     "locally-connected": image_layers,
     "conv": image_layers,
@@ -59,4 +59,4 @@ def build_backbone(model, input_shape: tuple[int, ...]) -> list[nn.Module]:
         raise UsageError(f"model.dropout and model.input_dropout apply to mlp, conv and locally-connected layers, not model.arch={model.arch} (its regulariser is model.activity_noise)")
     if model.out_norm != "none" and model.arch not in PLAIN:
         raise UsageError(f"model.out_norm applies to mlp, conv and locally-connected layers, not model.arch={model.arch} (whose layers have BatchNorm already); use model.out_norm=none")
-    return ARCHITECTURES[model.arch](model, tuple(input_shape))
+    return BUILDERS[model.arch](model, tuple(input_shape))
