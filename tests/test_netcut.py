@@ -15,6 +15,7 @@ from locallearn.config import ModelConfig, load_config
 from locallearn.engine import Trainer
 from locallearn.errors import UsageError
 from locallearn.nn.backbones import BUILDERS, build_backbone
+from locallearn.nn.heads import PoolProjector
 from locallearn.nn.network import group_layers
 from locallearn.nn.resnet import RESNETS, Residual, stem
 from locallearn.objectives.classification import LocalClassifierLoss
@@ -144,12 +145,15 @@ def test_deeper_heads_and_the_reconstruction_term_stay_local(data, preset, overr
 
 
 def test_head_convs_put_that_many_convolutions_before_the_pool():
-    head = LocalClassifierLoss(8, 10, pool=2, hidden=[16], convs=2)
+    head = LocalClassifierLoss(8, 10, pool=2, hidden=[16], convs=2).eval()
     assert sum(isinstance(m, nn.Conv2d) for m in head.modules()) == 2
     x = torch.randn(4, 8, 6, 6)
     expected = head.head(F.adaptive_avg_pool2d(head.convs(x), 2).flatten(1))
     assert torch.equal(head.score(x), expected)
     assert not any(isinstance(m, nn.Conv2d) for m in LocalClassifierLoss(8, 10, convs=0).modules())
+    projector = PoolProjector(8, expand=16, widths=[12], convs=3).eval()  # block-wise SSL's head: the convs come before the 1x1 expansion
+    assert sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in projector.modules()) == 3
+    assert torch.equal(projector(x), projector.projector(projector.expand(projector.convs(x)).mean(dim=(2, 3))))
 
 
 def test_the_reconstruction_term_is_the_objective_plus_weight_times_the_decoders_error(data):
