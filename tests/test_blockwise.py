@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from helpers import gradient_leaks, prototype_splits
 from locallearn.checkpoint import load_checkpoint, save_checkpoint
@@ -16,7 +17,8 @@ from locallearn.data import DataSplits
 from locallearn.engine import Trainer
 from locallearn.evaluate import fit_linear_probe, linear_probes
 from locallearn.nn.noise import ActivityNoise
-from locallearn.nn.resnet import Residual, resnet_stages
+from locallearn.nn.network import group_layers
+from locallearn.nn.resnet import Residual, resnet_units
 from locallearn.objectives.ssl import barlow_twins_terms
 from locallearn.views.augment import two_views
 
@@ -44,34 +46,33 @@ def first_views(trainer):
     return trainer.method.make_views(x, y, index, torch.Generator().manual_seed(0))
 
 
-def test_resnet_stages_have_the_paper_widths_and_resolutions():
+def test_resnet_stage_blocks_have_the_paper_widths_and_resolutions():
     x = torch.randn(2, 3, 32, 32)
-    stages = resnet_stages("resnet50", 3, width=2, imagenet_stem=True)
+    stages = [nn.Sequential(*group) for group in group_layers(resnet_units("resnet50", 3, width=2, imagenet_stem=True), "block:4")]
     shapes = []
     for stage in stages:
         x = stage(x)
         shapes.append(tuple(x.shape[1:]))
     assert shapes == [(8, 8, 8), (16, 4, 4), (32, 2, 2), (64, 1, 1)]  # the stem divides by 4, each later stage by 2
-    assert [s.out_features for s in stages] == [8, 16, 32, 64]
-    assert [sum(isinstance(m, Residual) for m in s) for s in stages] == [3, 4, 6, 3]
-    small = resnet_stages("resnet18", 1, width=4, imagenet_stem=False)
+    assert [sum(isinstance(m[0], Residual) for m in s) for s in stages] == [3, 4, 6, 3]
+    small = resnet_units("resnet18", 1, width=4, imagenet_stem=False)
     x = torch.randn(2, 1, 28, 28)
-    for stage in small:
-        x = stage(x)
+    for layer in small:
+        x = layer(x)
     assert tuple(x.shape) == (2, 32, 4, 4)
-    assert [sum(isinstance(m, Residual) for m in s) for s in small] == [2, 2, 2, 2]
+    assert [sum(isinstance(m[0], Residual) for m in s) for s in group_layers(small, "block:4")] == [2, 2, 2, 2]
 
 
 def test_residual_branches_start_at_zero():
     """Zero-init residual: at initialisation a block with an identity shortcut passes non-negative inputs through."""
-    block = resnet_stages("resnet18", 1, width=4, imagenet_stem=False)[0][3]
+    block = resnet_units("resnet18", 1, width=4, imagenet_stem=False)[2][0]
     assert isinstance(block, Residual) and isinstance(block.shortcut, torch.nn.Identity)
     x = torch.rand(2, 4, 6, 6)
     assert torch.equal(block(x), x)
 
 
-@pytest.mark.parametrize("granularity, sizes", [("layer", [1, 1, 1, 1]), ("block:4", [1, 1, 1, 1]), ("block:2", [2, 2]), ("end-to-end", [4])])
-def test_a_resnet_splits_into_its_stages(data, granularity, sizes):
+@pytest.mark.parametrize("granularity, sizes", [("layer", [1] * 9), ("block:4", [3, 2, 2, 2]), ("block:2", [5, 4]), ("end-to-end", [9])])
+def test_a_resnet_splits_into_its_units_or_stages(data, granularity, sizes):
     trainer = Trainer(config("blockwise-barlow", "model.arch=resnet18", "model.width=4", f"train.granularity={granularity}"), data)
     assert [len(b.layers) for b in trainer.net.blocks] == sizes
     assert trainer.net.blocks[-1].out_features == 32

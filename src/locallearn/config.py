@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from locallearn.errors import UsageError
+from locallearn.nn.backbones import BUILDERS
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -62,7 +63,7 @@ class ModelConfig(Section):
     `pool`, `groups`) take one number for every layer or a list with one per layer of `channels`.
     """
 
-    arch: Literal["mlp", "locally-connected", "conv", "vgg", "resnet18", "resnet50"] = Field("mlp", description="Backbone: mlp, conv, locally-connected (a conv without weight sharing), vgg, resnet18 or resnet50.")
+    arch: Literal[tuple(BUILDERS)] = Field("mlp", description="Backbone: mlp, conv, locally-connected (a conv without weight sharing), vgg, resnet18, resnet32 (CIFAR's) or resnet50; ResNets are their stem + residual units, one layer each (see nn/resnet.py for how block:K groups them).")
     hidden: list[int] = Field(default_factory=lambda: [1000, 1000, 1000], description="mlp: widths of the hidden layers.")
     channels: list[int] = Field(default_factory=lambda: [32, 64, 128], description="conv, locally-connected, vgg: output channels of each layer.")
     kernel_size: list[int] = Field(3, validate_default=True, description="conv, locally-connected, vgg: kernel size, one for every layer or a list with one per layer.")
@@ -75,7 +76,7 @@ class ModelConfig(Section):
     norm_over: Literal["example", "position"] = Field("example", description="What the input norm of an image layer after the first normalises: the whole example, or the channels at each position (for a goodness per position).")
     activation: Literal["relu", "relu-fullgrad", "gelu", "tanh"] = Field("relu", description="relu, gelu, tanh, or relu-fullgrad (ReLU forward, identity backward, so peer normalisation reaches units that are off).")
     input_norm: Literal["rms", "l2", "none"] = Field("rms", description="Norm applied to each layer's input: rms, l2 or none (FF needs one so a layer cannot pass its goodness on).")
-    width: int = Field(64, gt=0, description="resnet18, resnet50: base width (channels of the first stage).")
+    width: int = Field(64, gt=0, description="resnet18, resnet50: base width (channels of the first stage); resnet32: four times its first stage (64 gives 16-32-64).")
     stem: Literal["auto", "small", "imagenet"] = Field("auto", description="resnet: imagenet (7x7/2 conv + max-pool), small (one 3x3/1 conv for 28/32-pixel images) or auto (imagenet's for inputs of 128 pixels or more).")
     activity_noise: float = Field(0.0, ge=0, description="vgg, resnet: in training, Gaussian noise of this many times the activity's std added to every layer's (stage's) output (Siddiqui et al. 0.25).")
     dropout: float = Field(0.0, ge=0, lt=1, description="mlp, conv, locally-connected: in training, each layer's normalised input units after the first layer are zeroed with this probability (inverted dropout, seeded stream saved with the weights).")

@@ -16,10 +16,12 @@ from typing import Literal
 
 import torch
 from pydantic import Field
+from torch import nn
 
 from locallearn.methods.base import Method, MethodOptions, flat_features
 from locallearn.nn.heads import PoolProjector
 from locallearn.nn.network import LocalNet
+from locallearn.objectives.reconstruction import with_reconstruction
 from locallearn.objectives.ssl import BarlowTwinsLoss, InfoNCELoss, SSLObjective, VICRegLoss
 from locallearn.views.augment import AugmentOptions, two_views
 from locallearn.views.base import Views
@@ -38,6 +40,8 @@ class BlockwiseSSLOptions(MethodOptions):
     projector: list[int] = Field(default_factory=lambda: [512, 512], description="Widths of the projector MLP's linear layers ([] = no projector).")
     probe_pool: int = Field(1, gt=0, description="Block outputs are average-pooled to at most this many positions per axis for probes (1 = global pooling).")
     readout_last: int = Field(1, gt=0, description="The linear readout reads the last this many blocks.")
+    head_convs: int = Field(0, ge=0, description="3x3 conv + BatchNorm + ReLU layers (at the block's width) at the start of each block's head, before its expansion and pool (deeper local heads; 0 = none)")
+    recon_weight: float = Field(0.0, ge=0, description="weight of InfoPro's term added to each block's loss: a decoder's mean squared error in rebuilding the input views from the block's output (0 = off)")
     augment: AugmentOptions = Field(default_factory=AugmentOptions, description="The two views' augmentations (the method.augment.* keys).")
 
 
@@ -52,7 +56,7 @@ class BlockwiseSSL(Method):
     Options = BlockwiseSSLOptions
     primary = "readout"
 
-    def objective(self, index: int, num_blocks: int, width: int) -> SSLObjective:
+    def objective(self, index: int, num_blocks: int, width: int) -> nn.Module:
         o = self.options
         if o.loss == "barlow":
             loss = BarlowTwinsLoss(o.lambd)
@@ -60,7 +64,8 @@ class BlockwiseSSL(Method):
             loss = VICRegLoss(o.sim_weight, o.var_weight, o.cov_weight)
         else:
             loss = InfoNCELoss(o.temperature)
-        return SSLObjective(PoolProjector(width, o.expand, o.projector), loss)
+        head = PoolProjector(width, o.expand, o.projector, o.head_convs)
+        return with_reconstruction(SSLObjective(head, loss), width, self.data.image_shape[0], o.recon_weight)
 
     def make_views(self, x, y, index, generator) -> Views:
         v1, v2 = two_views(x, self.options.augment, self.data.pixel_low, self.data.pixel_high, generator)

@@ -41,15 +41,22 @@ def image_layers(model, input_shape: tuple[int, int, int]) -> list[nn.Module]:
     return layers
 
 
-BUILDERS = {"mlp": mlp_layers, "conv": image_layers, "locally-connected": image_layers, "vgg": vgg_layers, "resnet18": resnet_layers, "resnet50": resnet_layers}
+BUILDERS = {
+    "mlp": mlp_layers,
+    "locally-connected": image_layers,
+    "conv": image_layers,
+    "vgg": vgg_layers,
+    "resnet18": resnet_layers,
+    "resnet32": resnet_layers,
+    "resnet50": resnet_layers,
+}  # the one list of `model.arch` names (the config schema reads it) and their layer builders
+PLAIN = ("mlp", "conv", "locally-connected")  # architectures whose layers take model.dropout and model.out_norm
 
 
 def build_backbone(model, input_shape: tuple[int, ...]) -> list[nn.Module]:
     """The layers of `model` (a `ModelConfig`) for (C, H, W) inputs, in order; each has `out_features`."""
-    if model.arch not in BUILDERS:
-        raise UsageError(f"model.arch={model.arch} has no backbone builder; valid: {', '.join(sorted(BUILDERS))}")
-    if (model.dropout or model.input_dropout) and model.arch not in ("mlp", "conv", "locally-connected"):
+    if (model.dropout or model.input_dropout) and model.arch not in PLAIN:
         raise UsageError(f"model.dropout and model.input_dropout apply to mlp, conv and locally-connected layers, not model.arch={model.arch} (its regulariser is model.activity_noise)")
-    if model.out_norm != "none" and model.arch not in ("mlp", "conv", "locally-connected"):
+    if model.out_norm != "none" and model.arch not in PLAIN:
         raise UsageError(f"model.out_norm applies to mlp, conv and locally-connected layers, not model.arch={model.arch} (whose layers have BatchNorm already); use model.out_norm=none")
     return BUILDERS[model.arch](model, tuple(input_shape))

@@ -1,8 +1,9 @@
-"""Heads that turn a block's output into the embedding its local self-supervised loss compares."""
+"""Heads on a block's output: the projector of a self-supervised loss, the conv front of a deeper local head, a reconstruction decoder."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -21,11 +22,12 @@ def projector(in_features: int, widths: list[int]) -> nn.Sequential:
 
 
 class PoolProjector(nn.Module):
-    """[1x1 conv expansion + BN + ReLU] -> global average pool -> projector.
+    """[3x3 convs] -> [1x1 conv expansion + BN + ReLU] -> global average pool -> projector.
 
     Siddiqui et al. (2023) found a 1x1 convolution that expands a block's channels (to 2048
     for every ResNet-50 stage) before pooling the best head for a block-wise loss; `expand=0`
-    pools the block's channels directly. A (B, F) output (an MLP block) is read as (B, F, 1, 1).
+    pools the block's channels directly. `convs` 3x3 conv + BN + ReLU layers first make the
+    head deeper (`conv_stack`). A (B, F) output (an MLP block) is read as (B, F, 1, 1).
 
     Example:
         >>> head = PoolProjector(256, expand=2048, widths=[8192, 8192, 8192])
@@ -33,8 +35,9 @@ class PoolProjector(nn.Module):
         torch.Size([8, 8192])
     """
 
-    def __init__(self, in_channels: int, expand: int = 0, widths: list[int] = ()):
+    def __init__(self, in_channels: int, expand: int = 0, widths: list[int] = (), convs: int = 0):
         super().__init__()
+        self.convs = conv_stack(in_channels, convs)
         self.expand = nn.Sequential(nn.Conv2d(in_channels, expand, 1, bias=False), nn.BatchNorm2d(expand), nn.ReLU(inplace=True)) if expand else nn.Identity()
         in_channels = expand or in_channels
         self.projector = projector(in_channels, list(widths))
@@ -43,4 +46,38 @@ class PoolProjector(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             x = x[:, :, None, None]
-        return self.projector(self.expand(x).mean(dim=(2, 3)))
+        return self.projector(self.expand(self.convs(x)).mean(dim=(2, 3)))
+
+
+def conv_stack(channels: int, depth: int) -> nn.Sequential:
+    """`depth` times (3x3 conv -> BatchNorm -> ReLU), keeping `channels`: the convolutional front of a
+    deeper local head, as the auxiliary nets of DGL (Belilovsky et al. 2020) and AugLocal (Ma et al. 2024).
+    `depth=0` is the identity."""
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class Decoder(nn.Module):
+    """InfoPro's reconstruction head (Wang et al. 2021): 3x3 conv to `hidden` channels + BatchNorm + ReLU
+    on a block's (B, C, H, W) output, resized to the image's size (bilinear), then 3x3 conv to the
+    image's channels.
+
+    InfoPro resizes the block's output before its first conv; resizing the `hidden` channels after
+    it instead makes that wide conv (C x `hidden` x 9 per position) run at the block's resolution,
+    (image / block resolution)^2 times cheaper, which is what makes the term affordable on CPUs.
+
+    Example:
+        >>> decoder = Decoder(64, image_channels=1)
+        >>> decoder(torch.randn(8, 64, 7, 7), (28, 28)).shape
+        torch.Size([8, 1, 28, 28])
+    """
+
+    def __init__(self, in_channels: int, image_channels: int, hidden: int = 12):
+        super().__init__()
+        self.encode = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True))
+        self.out = nn.Conv2d(hidden, image_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.out(F.interpolate(self.encode(x), size=tuple(size), mode="bilinear", align_corners=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Optional
 
@@ -27,7 +28,13 @@ def build_layers(arch: str, hidden: list[int], input_shape: tuple[int, ...], act
 
 
 def group_layers(layers: list[nn.Module], granularity: str) -> list[list[nn.Module]]:
-    """Split layers into consecutive groups: one per layer, K even groups, or one group."""
+    """Split layers into consecutive groups: one per layer, K groups, or one group.
+
+    `block:K` puts its K-1 boundaries at even shares of the layers (rounded to the nearest
+    layer), with two rules for ResNets (see `nn/resnet.py`): a layer marked `joins_next` (the
+    stem) counts as one with the layer after it unless K is the number of layers, and when
+    the layers carry a `stage` and K is the number of stages, the blocks are the stages.
+    """
     if granularity == "layer":
         return [[layer] for layer in layers]
     if granularity == "end-to-end":
@@ -35,8 +42,17 @@ def group_layers(layers: list[nn.Module], granularity: str) -> list[list[nn.Modu
     k = int(granularity.split(":", 1)[1])
     if k > len(layers):
         raise UsageError(f"train.granularity=block:{k} asks for more blocks than the {len(layers)} layers of the model")
-    bounds = [round(i * len(layers) / k) for i in range(k + 1)]
-    return [list(layers[a:b]) for a, b in zip(bounds, bounds[1:])]
+    stages = [getattr(layer, "stage", None) for layer in layers]
+    if None not in stages and len(set(stages)) == k:
+        return [list(group) for _, group in itertools.groupby(layers, key=lambda layer: layer.stage)]
+    units: list[list[nn.Module]] = []
+    for layer in layers:
+        if units and getattr(units[-1][-1], "joins_next", False) and k < len(layers):
+            units[-1].append(layer)
+        else:
+            units.append([layer])
+    bounds = [round(i * len(units) / k) for i in range(k + 1)]
+    return [[layer for unit in units[a:b] for layer in unit] for a, b in zip(bounds, bounds[1:])]
 
 
 class Block(nn.Module):
