@@ -1,16 +1,23 @@
-# `make train`: set up and train the default preset on Fashion-MNIST.
-# `make test`:  set up and run the test suite.
+# `make train`: set up what training needs and train the default preset on Fashion-MNIST.
+# `make test`:  set up with the test tools (the `dev` extra) and run the test suite.
+# Set-up prints a line per step; pip's full log is .venv/setup.log.
 VENV := .venv
 PRESET ?= ff-supervised-small
 OUT ?=
 
-.PHONY: setup data train test bench clean
+.PHONY: setup setup-dev data train test bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $@
 
+$(VENV)/.installed-dev: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh dev
+	touch $@ $(VENV)/.installed
+
 setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev
 
 data: setup
 	$(VENV)/bin/python -m locallearn.data.fetch fashion-mnist
@@ -18,7 +25,7 @@ data: setup
 train: data
 	$(VENV)/bin/locallearn train $(PRESET) $(if $(OUT),--out $(OUT)) $(ARGS)
 
-test: setup
+test: setup-dev
 	$(VENV)/bin/python -m pytest
 
 bench: data

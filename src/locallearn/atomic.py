@@ -19,8 +19,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~current_umask())
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # after `write`, which may have made the file anew
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

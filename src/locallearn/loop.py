@@ -16,7 +16,7 @@ from locallearn.config import Config
 from locallearn.engine import Trainer
 from locallearn.errors import RunError
 from locallearn.evaluate import classify_split
-from locallearn.monitor import ProgressBar, TensorBoardLogger, epoch_line, training_left
+from locallearn.monitor import PhaseProgress, ProgressBar, TensorBoardLogger, epoch_line, training_left
 from locallearn.rundir import data_parallel_ranks
 
 EpochCallback = Callable[[Trainer, dict], None]
@@ -91,7 +91,9 @@ def train_one_epoch(trainer: Trainer, config: Config, preset: str, out: Path, hi
     data = trainer.data
     every = config.train.eval_every
     if every and (trainer.epoch % every == 0 or trainer.epoch == epochs) and data.split_size("val"):
-        record["val"] = classify_split(trainer.method, trainer.net, data, "val", config.data.eval_batch_size)
+        progress = PhaseProgress(config.logging.progress, f"epoch {trainer.epoch}/{epochs}", lines=False)
+        record["val"] = classify_split(trainer.method, trainer.net, data, "val", config.data.eval_batch_size, progress)
+        progress.close()
     history.append(record)
     checkpoint(out, trainer, preset, history)
     with open(out / "metrics.jsonl", "a") as f:

@@ -73,18 +73,21 @@ class PhaseProgress:
     """Progress of an evaluation in named phases, called as `progress(phase, done, total)`.
 
     On a terminal each phase has a bar; elsewhere (a log file, a captured stream) each phase
-    is one line as it starts. `close` prints one line with the time of every phase, so that
-    no phase of a long evaluation passes in silence.
+    is one line as it starts, and one more with its share done every LINE_EVERY seconds.
+    `close` prints one line with the time of every phase. With `lines=False` (a short
+    evaluation repeated every epoch) only the terminal's bars show.
     """
 
-    def __init__(self, enabled: bool, title: str = "final evaluation"):
+    LINE_EVERY = 5.0
+
+    def __init__(self, enabled: bool, title: str = "final evaluation", lines: bool = True):
         from tqdm import tqdm
 
-        self.tqdm, self.enabled, self.title = tqdm, enabled, title
+        self.tqdm, self.enabled, self.title, self.lines = tqdm, enabled, title, lines
         self.bar = None
         self.phase: str | None = None
         self.times: dict[str, float] = {}
-        self.start = self.phase_start = time.perf_counter()
+        self.start = self.phase_start = self.last_line = time.perf_counter()
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if phase != self.phase:
@@ -92,10 +95,19 @@ class PhaseProgress:
             self.phase, self.phase_start = phase, time.perf_counter()
             if self.enabled:
                 self.bar = self.tqdm(total=total, desc=f"{self.title}: {phase}", leave=False, disable=None, file=sys.stderr)
-                if self.bar.disable:
-                    print(f"{self.title}: {phase}…", file=sys.stderr, flush=True)
-        if self.bar is not None:
+                self._line(f"{phase}…")
+        if self.bar is None:
+            return
+        if not self.bar.disable:
             self.bar.update(done - self.bar.n)
+        elif time.perf_counter() - self.last_line >= self.LINE_EVERY and total:
+            self._line(f"{phase} {100 * done // total}%")
+
+    def _line(self, text: str) -> None:
+        """Print `text` as a line of its own when no bar shows (not on a terminal) and lines are wanted."""
+        if self.lines and (self.bar is None or self.bar.disable):
+            print(f"{self.title}: {text}", file=sys.stderr, flush=True)
+            self.last_line = time.perf_counter()
 
     def _end_phase(self) -> None:
         if self.phase is not None:
@@ -107,9 +119,9 @@ class PhaseProgress:
     def close(self) -> None:
         self._end_phase()
         self.phase = None
-        if self.enabled and self.times:
+        if self.enabled and self.lines and self.times:
             phases = ", ".join(f"{name} {format_duration(t)}" for name, t in self.times.items())
-            print(f"{self.title}: {format_duration(time.perf_counter() - self.start)} ({phases})", file=sys.stderr, flush=True)
+            self._line(f"{format_duration(time.perf_counter() - self.start)} ({phases})")
 
 
 class TensorBoardLogger:

@@ -77,7 +77,7 @@ def _train(config: Config, preset: str, out: Path, resume: bool, callbacks, ctx:
     train_epochs(trainer, config, preset, out, history, callbacks)
     if not ctx.is_main:
         return None
-    results, per_block = evaluate_with_progress(trainer, config, "final evaluation")
+    results, per_block = evaluate_with_progress(trainer, config, "final evaluation", config.logging.progress)
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"final": results}) + "\n")
     summary = make_summary(config, preset, trainer, history, results, per_block, command)
@@ -106,7 +106,7 @@ def evaluate_run(out: Path, overrides: list[str] = (), progress: bool = True) ->
 
     `overrides` change how it is evaluated, not what was trained (e.g. which blocks'
     goodness is summed: `method.skip_first=false`); they are recorded in `eval.json`.
-    `progress` shows the evaluation's phases (unless the run's `logging.progress` is off).
+    `progress` shows the evaluation's phases on stderr.
     """
     trainer = restore_run(out, overrides)
     results, per_block = evaluate_with_progress(trainer, trainer.config, "evaluation", progress)
@@ -122,9 +122,9 @@ def load_data(config: Config, device: torch.device):
                         image_size=d.image_size, workers=d.workers, crop_scale=d.crop_scale).to(device)
 
 
-def evaluate_with_progress(trainer: Trainer, config: Config, title: str, show: bool = True) -> tuple[dict, list[dict]]:
-    """`evaluate_final`, its phases shown under `title` when `show` and `logging.progress` are on."""
-    progress = PhaseProgress(show and config.logging.progress, title)
+def evaluate_with_progress(trainer: Trainer, config: Config, title: str, show: bool) -> tuple[dict, list[dict]]:
+    """`evaluate_final`, its phases shown under `title` when `show`."""
+    progress = PhaseProgress(show, title)
     try:
         return evaluate_final(trainer, config, progress)
     finally:
