@@ -7,6 +7,10 @@ no gradient into the network; it selects nothing on the test set.
 
 Each takes tensors, or batches streamed from any data (`data.eval_batches(split, ...)`,
 see `locallearn.data`), so that image folders too large for memory are evaluated the same way.
+
+`evaluate_final` is a run's final evaluation (classifiers on val and test, probes, kNN).
+Accuracies are counts over the examples, exact fractions rather than float32 means, and a
+`progress(phase, done, total)` callback hears how far each named phase is.
 """
 
 from __future__ import annotations
@@ -33,17 +37,6 @@ Progress = Callable[[str, int, int], None]
 T = TypeVar("T")
 
 
-def reported(items: Iterable[T], progress: Progress | None, phase: str, total: int) -> Iterator[T]:
-    """`items` unchanged, telling `progress` (if any) after each one how many of `total` are done."""
-    if progress is None:
-        yield from items
-        return
-    progress(phase, 0, total)
-    for done, item in enumerate(items, 1):
-        yield item
-        progress(phase, done, total)
-
-
 def ticker(progress: Progress | None, phase: str, total: int) -> Callable[[], None]:
     """A function to call after each of the `total` steps of `phase`: it tells `progress` (if any) how many are done."""
     done = 0
@@ -57,6 +50,14 @@ def ticker(progress: Progress | None, phase: str, total: int) -> Callable[[], No
             progress(phase, done, total)
 
     return tick
+
+
+def reported(items: Iterable[T], progress: Progress | None, phase: str, total: int) -> Iterator[T]:
+    """`items` unchanged, telling `progress` (if any) after each one how many of `total` are done."""
+    tick = ticker(progress, phase, total)
+    for item in items:
+        yield item
+        tick()
 
 
 def batch_count(data, split: str, batch_size: int, limit: int | None = None) -> int:
