@@ -50,9 +50,22 @@ def finished(tmp_path_factory):
 
 def test_each_epoch_line_gives_the_training_time_left_until_the_last(finished):
     _, err = finished
+    assert err.startswith("loading mnist…\nbuilding the network")  # the set-up is no silence either
     lines = [line for line in err.splitlines() if re.match(r"epoch \d+/\d+: loss", line)]
     assert [line.split(":")[0] for line in lines] == [f"epoch {e}/{EPOCHS}" for e in range(1, EPOCHS + 1)]
     assert all("of training left" in line for line in lines[:-1]) and "left" not in lines[-1]
+
+
+def test_a_terminal_hears_at_once_that_the_command_started(monkeypatch, capsys):
+    from locallearn import cli
+
+    cli.starting(quiet=False)
+    assert capsys.readouterr().err == ""  # captured: not a terminal
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    cli.starting(quiet=True)
+    assert capsys.readouterr().err == ""
+    cli.starting(quiet=False)
+    assert capsys.readouterr().err == "starting: importing PyTorch…\n"
 
 
 def test_training_left_is_epochs_left_times_the_mean_epoch():
@@ -74,6 +87,7 @@ def test_eval_shows_its_phases_and_quiet_hides_them(finished):
     out, _ = finished
     status, _, err = run_main(["eval", str(out), "eval.knn=false"])
     assert status == 0
+    assert err.startswith("loading the run in ")
     assert re.findall(r"^evaluation: (.+)…$", err, re.M) == ["val classifiers", "test classifiers", "train features", "val features", "test features", "probes"]
     status, _, err = run_main(["eval", str(out), "--quiet", "eval.probes=false", "eval.knn=false"])
     assert status == 0 and err == ""
@@ -117,7 +131,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(finished):
     out, _ = finished
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir() if p.is_file() and p.name != "eval.json"}
     status, stdout, err = run_main(["train", "ff-supervised-small", "--out", str(out), "--resume"])
-    assert status == 0 and err == ""
+    assert status == 0 and "epoch" not in err and "evaluation" not in err
     assert stdout.count("\n") == 1 and "already finished" in stdout and f"{EPOCHS} epochs" in stdout
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir() if p.is_file() and p.name != "eval.json"}
     assert after == before  # no new checkpoint, no metrics line, no summary written again

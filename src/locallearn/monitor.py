@@ -13,6 +13,12 @@ from pathlib import Path
 from locallearn.errors import UsageError
 
 
+def status(enabled: bool, text: str) -> None:
+    """One line on stderr saying what a run is doing now (when `enabled`), so that its set-up is not a silence."""
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
+
+
 def format_duration(seconds: float) -> str:
     """`42s`, `3m05s` or `1h02m`: a duration as a person reads it."""
     seconds = max(int(round(seconds)), 0)

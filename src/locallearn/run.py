@@ -24,7 +24,7 @@ from locallearn.engine import Trainer
 from locallearn.errors import LocalLearnError, RunError, UsageError
 from locallearn.evaluate import evaluate_final
 from locallearn.loop import EpochCallback, train_epochs
-from locallearn.monitor import PhaseProgress
+from locallearn.monitor import PhaseProgress, status
 from locallearn.rundir import check_resumable, prepare_out_dir
 from locallearn.summary import make_summary
 
@@ -60,7 +60,10 @@ def _train(config: Config, preset: str, out: Path, resume: bool, callbacks, ctx:
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     try:
-        trainer = Trainer(config, load_data(config, device), device, ctx)
+        status(config.logging.progress and ctx.is_main, f"loading {config.data.name}…")
+        data = load_data(config, device)
+        status(config.logging.progress and ctx.is_main, f"building the network and the {config.method.name} method…")
+        trainer = Trainer(config, data, device, ctx)
     except LocalLearnError:
         if created and not any(out.iterdir()):
             out.rmdir()  # a run refused before it began leaves no empty folder behind
@@ -85,16 +88,18 @@ def _train(config: Config, preset: str, out: Path, resume: bool, callbacks, ctx:
     return summary
 
 
-def restore_run(out: Path, overrides: list[str] = ()) -> Trainer:
+def restore_run(out: Path, overrides: list[str] = (), progress: bool = False) -> Trainer:
     """The trainer of a saved run, rebuilt from its config (with `KEY=VALUE` overrides) and data and loaded from its last checkpoint.
 
     Its net is in eval mode (no dropout, BatchNorm on its running statistics), as every look at a trained net needs; a training epoch switches it back.
+    `progress` says on stderr what it is loading.
     """
     out = Path(out)
     if not (out / "config.yaml").is_file():
         raise UsageError(f"{out} is not a run folder (no config.yaml); give the --out folder of a run")
     config = validate(apply_overrides(load_yaml((out / "config.yaml").read_text()), overrides))
     device = pick_device(config.train.device)
+    status(progress, f"loading the run in {out}: its data, network and last checkpoint…")
     trainer = Trainer(config, load_data(config, device), device)
     load_checkpoint(out, trainer)
     trainer.net.eval()
@@ -108,7 +113,7 @@ def evaluate_run(out: Path, overrides: list[str] = (), progress: bool = True) ->
     goodness is summed: `method.skip_first=false`); they are recorded in `eval.json`.
     `progress` shows the evaluation's phases on stderr.
     """
-    trainer = restore_run(out, overrides)
+    trainer = restore_run(out, overrides, progress)
     results, per_block = evaluate_with_progress(trainer, trainer.config, "evaluation", progress)
     report = {"run": str(out), "epoch": trainer.epoch, "overrides": list(overrides), **results, "per_block": per_block}
     write_json_atomic(Path(out) / "eval.json", report)
