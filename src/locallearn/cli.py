@@ -19,6 +19,7 @@ from pathlib import Path
 from locallearn.config import load_yaml
 
 from locallearn.errors import LocalLearnError, UsageError
+from locallearn.monitor import status
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,17 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def starting(quiet: bool) -> None:
-    """Tell a person at a terminal that the command has started: importing PyTorch alone takes seconds on a busy machine.
-
-    Not on a captured or redirected stderr, where a usage error stays the only line.
-    """
-    if not quiet and sys.stderr.isatty():
-        print("starting: importing PyTorch…", file=sys.stderr, flush=True)
-
-
 def cmd_train(args) -> int:
-    starting(args.quiet)
+    status(not args.quiet, "starting: importing PyTorch…")  # takes seconds on a busy machine
     from locallearn.config import load_config
     from locallearn.run import train
     from locallearn.rundir import finished_summary, resume_config
@@ -140,7 +132,7 @@ def measured(record: dict | None) -> str:
 
 
 def cmd_eval(args) -> int:
-    starting(args.quiet)
+    status(not args.quiet, "starting: importing PyTorch…")
     from locallearn.run import evaluate_run
 
     report = evaluate_run(args.run_dir, args.overrides, progress=not args.quiet)

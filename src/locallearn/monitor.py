@@ -14,8 +14,11 @@ from locallearn.errors import UsageError
 
 
 def status(enabled: bool, text: str) -> None:
-    """One line on stderr saying what a run is doing now (when `enabled`), so that its set-up is not a silence."""
-    if enabled:
+    """One line on a terminal's stderr saying what a command is doing now (when `enabled`), so that its set-up is no silence.
+
+    Not on a captured or redirected stderr, where an error stays the only line.
+    """
+    if enabled and sys.stderr.isatty():
         print(text, file=sys.stderr, flush=True)
 
 
