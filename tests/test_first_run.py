@@ -93,6 +93,19 @@ def test_eval_shows_its_phases_and_quiet_hides_them(finished):
     assert status == 0 and err == ""
 
 
+def test_eval_runs_on_the_runs_threads(finished):
+    import torch
+
+    out, _ = finished
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert run_main(["eval", str(out), "--quiet", "train.threads=1", "eval.probes=false", "eval.knn=false"])[0] == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_summary_numbers_are_exact_fractions_rounded_once(finished):
     out, _ = finished
     text = (out / "summary.json").read_text()

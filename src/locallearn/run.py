@@ -111,9 +111,11 @@ def evaluate_run(out: Path, overrides: list[str] = (), progress: bool = True) ->
 
     `overrides` change how it is evaluated, not what was trained (e.g. which blocks'
     goodness is summed: `method.skip_first=false`); they are recorded in `eval.json`.
-    `progress` shows the evaluation's phases on stderr.
+    `progress` shows the evaluation's phases on stderr. It runs on the run's `train.threads`, as training did.
     """
     trainer = restore_run(out, overrides, progress)
+    if trainer.config.train.threads:
+        torch.set_num_threads(trainer.config.train.threads)
     results, per_block = evaluate_with_progress(trainer, trainer.config, "evaluation", progress)
     report = {"run": str(out), "epoch": trainer.epoch, "overrides": list(overrides), **results, "per_block": per_block}
     write_json_atomic(Path(out) / "eval.json", report)
