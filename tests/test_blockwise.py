@@ -151,7 +151,7 @@ def test_blockwise_and_end_to_end_presets_differ_only_in_the_cut():
                            ("greedy-supervised-deep", "e2e-supervised-deep")]:
         a, b = load_config(blockwise).to_dict(), load_config(e2e).to_dict()
         for tree in (a, b):
-            tree.pop("description")
+            tree.pop("description"), tree.pop("summary")
         assert b["train"].pop("granularity") == "end-to-end"
         a["train"].pop("granularity")
         assert a == b, (blockwise, e2e)
@@ -246,7 +246,7 @@ def test_a_tiny_blockwise_ssl_run_beats_random_weights():
 def test_probe_flip_trains_the_probes_on_mirrored_images_with_their_labels_too():
     """The class is the side of a bright bar, which a mirror swaps: mirrored training images contradict the rest, so a
     flip-trained probe must fall to chance while the plain one reads the side easily (and val/test stay unmirrored)."""
-    from locallearn.run import evaluate_final
+    from locallearn.evaluate import evaluate_final
 
     generator = torch.Generator().manual_seed(0)
 

@@ -157,7 +157,7 @@ def one_line_error(capsys) -> str:
         (["train", "ff-bench", "--bogus"], 2, "unrecognized arguments: --bogus"),
         (["train", "ff-bench", "method.skip_first=true", "method.score_depth=1"], 2, "leaves no block to sum"),
         (["frobnicate"], 2, "invalid choice"),
-        (["eval", "/nonexistent/run"], 1, "not a run folder"),
+        (["eval", "/nonexistent/run"], 2, "not a run folder"),
     ],
 )
 def test_bad_commands_are_one_line_errors(args, status, message, capsys):
@@ -190,7 +190,7 @@ def test_unwritable_out_is_a_run_error(tmp_path, data_dir, capsys):
 
 
 def test_resume_without_checkpoint(tmp_path, data_dir, capsys):
-    assert train_cli(tmp_path / "fresh", data_dir, "--resume") == 1
+    assert train_cli(tmp_path / "fresh", data_dir, "--resume") == 2
     assert "no run to resume" in one_line_error(capsys)
 
 

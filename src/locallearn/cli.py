@@ -19,6 +19,7 @@ from pathlib import Path
 from locallearn.config import load_yaml
 
 from locallearn.errors import LocalLearnError, UsageError
+from locallearn.monitor import status
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,9 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, values in YAML")
-    commands.add_parser("presets", help="list the presets")
+    presets = commands.add_parser("presets", help="list the presets, or show one in full")
+    presets.add_argument("name", nargs="?", help="a preset to show: its full description and YAML")
     evaluate = commands.add_parser("eval", help="re-evaluate a saved run on the test set")
     evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--quiet", action="store_true", help="no progress of the evaluation's phases")
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                           help="evaluate differently, e.g. method.skip_first=false (the weights stay those trained)")
     report = commands.add_parser("report", help="Markdown/HTML reports and plots of one run, or a comparison of several")
@@ -48,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
+    status(not args.quiet, "starting: importing PyTorch…")  # takes seconds on a busy machine
     from locallearn.config import load_config
-    from locallearn.run import resume_config, train
+    from locallearn.run import train
+    from locallearn.rundir import finished_summary, resume_config
 
     overrides = list(args.overrides)
     if args.data_dir:
@@ -61,6 +66,11 @@ def cmd_train(args) -> int:
         if args.out is None:
             raise UsageError("--resume needs --out RUN_DIR (the folder of the run to continue)")
         config = resume_config(args.out, preset, overrides)
+        done = finished_summary(args.out, config.train.epochs)
+        if done is not None:
+            print(f"the run in {args.out} is already finished ({done['epochs']} epochs, {accuracies(done)}); nothing to do "
+                  f"(to train it longer: --resume train.epochs=N)")
+            return 0
     else:
         config = load_config(args.preset, overrides)
     if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -70,26 +80,62 @@ def cmd_train(args) -> int:
     summary = train(config, preset, out, resume=args.resume, command=command)
     if summary is None:  # a rank other than 0: rank 0 reports
         return 0
-    test, val = (f"{a:.4f}" if a is not None else "none" for a in (summary["test_accuracy"], summary["val_accuracy"]))
-    print(f"test_accuracy={test} val_accuracy={val} train_seconds={summary['train_seconds']:.1f} run={out}")
+    print(f"{accuracies(summary)} train_seconds={summary['train_seconds']:.1f} run={out}")
     return 0
+
+
+def accuracies(summary: dict) -> str:
+    """`test_accuracy=0.8749 val_accuracy=0.8712` of a run summary (`none` where it has none)."""
+    test, val = (f"{a:.4f}" if a is not None else "none" for a in (summary["test_accuracy"], summary["val_accuracy"]))
+    return f"test_accuracy={test} val_accuracy={val}"
 
 
 def cmd_presets(args) -> int:
     from locallearn.config import preset_names, preset_text
+    from locallearn.records import preset_record
 
+    if args.name:
+        text = preset_text(args.name)
+        tree = load_yaml(text) or {}
+        print(f"{args.name}: {tree.get('summary', '')}\n\n{tree.get('description', '')}\n\nmeasured: {measured(preset_record(args.name))}\n")
+        print(text.rstrip("\n"))
+        return 0
     names = preset_names()
-    width = max(map(len, names))
+    rows = [("PRESET", "WHAT IT IS (more: locallearn presets NAME)", "TEST ACC", "TRAINING ON 2 CORES")]
     for name in names:
-        description = (load_yaml(preset_text(name)) or {}).get("description", "")
-        print(f"{name:{width}s}  {description}")
+        tree = load_yaml(preset_text(name)) or {}
+        record = preset_record(name)
+        rows.append((name, tree.get("summary") or tree.get("description", "")[:80], *measured_cells(record)))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print(f"{row[0]:{widths[0]}s}  {row[1]:{widths[1]}s}  {row[2]:>{widths[2]}s}  {row[3]}")
     return 0
 
 
+def measured_cells(record: dict | None) -> tuple[str, str]:
+    """A preset's measured test accuracy (`87.49%`) and training time (`1m54s`) from its record; `–` where not measured."""
+    from locallearn.monitor import format_duration
+    from locallearn.records import lookup
+
+    accuracy, seconds = (lookup(record, key) if record else None for key in ("summary.test_accuracy", "summary.train_seconds"))
+    return (f"{100 * accuracy:.2f}%" if accuracy is not None else "–", format_duration(seconds) if seconds is not None else "–")
+
+
+def measured(record: dict | None) -> str:
+    """One line of what a preset's record says: test accuracy, training time, machine."""
+    if record is None:
+        return "not yet (no record in results/presets/)"
+    accuracy, seconds = measured_cells(record)
+    cores = (record.get("machine") or {}).get("cores")
+    where = f" on {cores} CPU cores" if cores else ""
+    return f"test accuracy {accuracy}, training {seconds}{where} ({record['source']}; command: {record['command']})"
+
+
 def cmd_eval(args) -> int:
+    status(not args.quiet, "starting: importing PyTorch…")
     from locallearn.run import evaluate_run
 
-    report = evaluate_run(args.run_dir, args.overrides)
+    report = evaluate_run(args.run_dir, args.overrides, progress=not args.quiet)
     print(json.dumps({k: report[k] for k in ("epoch", "val", "test")} | {"readout": report.get("readout")}))
     return 0
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from locallearn.errors import UsageError
+from locallearn.errors import UsageError, did_you_mean
 from locallearn.nn.backbones import BUILDERS
 
 
@@ -202,7 +202,8 @@ class MethodSection(BaseModel):
 
 
 class Config(Section):
-    description: str = Field("", description="One line saying what the preset is (shown by locallearn presets).")
+    summary: str = Field("", max_length=80, description="what the preset is, in one line of at most 80 characters (`locallearn presets`)")
+    description: str = Field("", description="The preset's full description: what it reproduces and how its settings were chosen (`locallearn presets NAME`).")
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset and batching.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The backbone and its layers.")
     method: MethodSection = Field(description="The local rule and its options.")
@@ -226,7 +227,7 @@ def preset_text(name: str) -> str:
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         return Path(name).read_text()
     if name not in preset_names():
-        raise UsageError(f"unknown preset {name!r}; valid presets: {', '.join(preset_names())}")
+        raise UsageError(f"unknown preset {name!r}{did_you_mean(name, preset_names())}; valid presets: {', '.join(preset_names())}")
     return (resources.files("locallearn") / "presets" / f"{name}.yaml").read_text()
 
 
@@ -259,7 +260,7 @@ def _format_error(err: ValidationError, prefix: str, schema: type[BaseModel]) ->
     if first["type"] == "extra_forbidden":
         section = _schema_at(schema, loc[:-1])
         valid = sorted(section.model_fields) if section is not None else []
-        return f"unknown key {key!r}; valid keys here: {', '.join(valid)}"
+        return f"unknown key {key!r}{did_you_mean(loc[-1], valid)}; valid keys here: {', '.join(valid)}"
     if first["type"] == "missing":
         return f"missing required key {key!r}"
     got = first.get("input")

@@ -5,6 +5,8 @@
 data, unwritable folder, divergence). `DataError` is a `RunError` about dataset files.
 """
 
+import difflib
+
 
 class LocalLearnError(Exception):
     """Base class: `str(err)` is the whole one-line message shown to the user."""
@@ -22,3 +24,9 @@ class RunError(LocalLearnError):
 
 class DataError(RunError):
     """A dataset file is missing, truncated or not in the expected format."""
+
+
+def did_you_mean(word: str, choices) -> str:
+    """` (did you mean 'x'?)` for the choice closest to a mistyped `word` (difflib), or '' when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

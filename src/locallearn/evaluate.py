@@ -7,19 +7,63 @@ no gradient into the network; it selects nothing on the test set.
 
 Each takes tensors, or batches streamed from any data (`data.eval_batches(split, ...)`,
 see `locallearn.data`), so that image folders too large for memory are evaluated the same way.
+
+`evaluate_final` is a run's final evaluation (classifiers on val and test, probes, kNN).
+Accuracies are counts over the examples, exact fractions rather than float32 means, and a
+`progress(phase, done, total)` callback hears how far each named phase is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from locallearn.engine import lr_factor
+from locallearn.knn import knn_predict
 from locallearn.methods.base import Method
 from locallearn.nn.network import LocalNet
+
+if TYPE_CHECKING:
+    from locallearn.config import Config
+    from locallearn.engine import Trainer
+
+Progress = Callable[[str, int, int], None]
+"""`progress(phase, done, total)`: told how far a named phase of an evaluation is (see `monitor.PhaseProgress`)."""
+
+T = TypeVar("T")
+
+
+def ticker(progress: Progress | None, phase: str, total: int) -> Callable[[], None]:
+    """A function to call after each of the `total` steps of `phase`: it tells `progress` (if any) how many are done."""
+    done = 0
+    if progress is not None:
+        progress(phase, done, total)
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(phase, done, total)
+
+    return tick
+
+
+def reported(items: Iterable[T], progress: Progress | None, phase: str, total: int) -> Iterator[T]:
+    """`items` unchanged, telling `progress` (if any) after each one how many of `total` are done."""
+    tick = ticker(progress, phase, total)
+    for item in items:
+        yield item
+        tick()
+
+
+def batch_count(data, split: str, batch_size: int, limit: int | None = None) -> int:
+    """How many batches `data.eval_batches(split, batch_size, limit)` yields."""
+    size = data.split_size(split) if limit is None else min(limit, data.split_size(split))
+    return -(-size // batch_size)
 
 
 def classify(method: Method, net: LocalNet, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, float]:
@@ -27,9 +71,10 @@ def classify(method: Method, net: LocalNet, x: torch.Tensor, y: torch.Tensor, ba
     return classify_batches(method, net, ((x[start : start + batch_size], y[start : start + batch_size]) for start in range(0, x.shape[0], batch_size)))
 
 
-def classify_split(method: Method, net: LocalNet, data, split: str, batch_size: int) -> dict[str, float]:
+def classify_split(method: Method, net: LocalNet, data, split: str, batch_size: int, progress: Progress | None = None) -> dict[str, float]:
     """Accuracy (0..1) of every classifier of `method.predict` on `split` of `data` (in memory or streamed)."""
-    return classify_batches(method, net, data.eval_batches(split, batch_size))
+    batches = data.eval_batches(split, batch_size)
+    return classify_batches(method, net, reported(batches, progress, f"{split} classifiers", batch_count(data, split, batch_size)))
 
 
 @torch.no_grad()
@@ -51,7 +96,7 @@ def classify_batches(method: Method, net: LocalNet, batches: Iterable[tuple[torc
         total += x.shape[0]
         for name, s in scores.items():
             correct[name] = correct.get(name, 0) + (s.argmax(dim=1) == target).sum()
-    return {name: float(c) / max(total, 1) for name, c in correct.items()}
+    return {name: int(c) / max(total, 1) for name, c in correct.items()}
 
 
 def block_features(method: Method, net: LocalNet, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -87,14 +132,14 @@ class LinearProbe(nn.Module):
 
 
 def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, lr: float, seed: int, batch_size: int = 256,
-                     schedule: str = "constant", weight_decay: float = 0.0) -> LinearProbe:
+                     schedule: str = "constant", weight_decay: float = 0.0, on_epoch: Callable[[], None] | None = None) -> LinearProbe:
     """Train a linear probe with Adam on fixed features (a fixed number of epochs, no early stopping).
 
     `schedule` "cosine" decays the rate to zero over the epochs, so the probe settles at the
     optimum instead of ending wherever the last steps' noise left it. `weight_decay` adds
     (weight_decay/2)·||W||² to the loss (coupled, not AdamW's decay, so that optimum is the
     L2-regularised one), meant for features where standardising makes a rarely active
-    unit's few values large.
+    unit's few values large. `on_epoch` (if given) is called after every epoch.
     """
     generator = torch.Generator().manual_seed(seed)
     probe = LinearProbe(features.mean(0), features.std(0) + 1e-6, num_classes).to(features.device)
@@ -110,6 +155,8 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
             loss.backward()
             optimizer.step()
             scheduler.step()
+        if on_epoch is not None:
+            on_epoch()
     return probe
 
 
@@ -118,16 +165,19 @@ def probe_accuracy(probe: LinearProbe, features: torch.Tensor, labels: torch.Ten
     """Accuracy (0..1) of `probe` on the features; None for an empty split (e.g. `data.val_size=0`)."""
     if features.shape[0] == 0:
         return None
-    return float((probe(features).argmax(1) == labels).float().mean())
+    return int((probe(features).argmax(1) == labels).sum()) / features.shape[0]
 
 
-def split_features(method: Method, net: LocalNet, data, batch_size: int, train_size: int | None = None) -> dict[str, list[torch.Tensor]]:
+def split_features(method: Method, net: LocalNet, data, batch_size: int, train_size: int | None = None,
+                   progress: Progress | None = None) -> dict[str, list[torch.Tensor]]:
     """Per-block features of the train, val and test splits; of train only its fixed subset of `train_size` examples (None: all).
 
     The labels in the same order are `split_labels(data, train_size)`.
     """
     limits = {"train": train_size, "val": None, "test": None}
-    return {split: batch_features(method, net, (x for x, _ in data.eval_batches(split, batch_size, limit))) for split, limit in limits.items()}
+    return {split: batch_features(method, net, reported((x for x, _ in data.eval_batches(split, batch_size, limit)), progress,
+                                                        f"{split} features", batch_count(data, split, batch_size, limit)))
+            for split, limit in limits.items()}
 
 
 def split_labels(data, train_size: int | None = None) -> dict[str, torch.Tensor]:
@@ -135,14 +185,17 @@ def split_labels(data, train_size: int | None = None) -> dict[str, torch.Tensor]
     return {"train": data.labels("train", train_size), "val": data.labels("val"), "test": data.labels("test")}
 
 
-def mirrored_train_features(method: Method, net: LocalNet, data, batch_size: int, train_size: int | None = None) -> list[torch.Tensor]:
+def mirrored_train_features(method: Method, net: LocalNet, data, batch_size: int, train_size: int | None = None,
+                            progress: Progress | None = None) -> list[torch.Tensor]:
     """Per-block features of the same training images as `split_features`, each mirrored left-right."""
-    return batch_features(method, net, (x.flip(-1) for x, _ in data.eval_batches("train", batch_size, train_size)))
+    batches = (x.flip(-1) for x, _ in data.eval_batches("train", batch_size, train_size))
+    return batch_features(method, net, reported(batches, progress, "mirrored train features", batch_count(data, "train", batch_size, train_size)))
 
 
 def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int], epochs: int, lr: float, seed: int, batch_size: int,
                   features: dict[str, list[torch.Tensor]] | None = None, train_size: int | None = None,
-                  flip: bool = False, schedule: str = "constant", weight_decay: float = 0.0) -> dict[str, dict[str, float]]:
+                  flip: bool = False, schedule: str = "constant", weight_decay: float = 0.0,
+                  progress: Progress | None = None) -> dict[str, dict[str, float]]:
     """Val and test accuracy of a probe on each block, and of a readout on the concatenated `readout_blocks`.
 
     The probes train on the fixed subset of `train_size` training examples (None: all),
@@ -150,12 +203,12 @@ def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int]
     never mirrored), with `schedule` "cosine" at a rate decaying to zero, and with an L2
     penalty of `weight_decay` (see `fit_linear_probe`). `features`
     (from `split_features` with the same `train_size`) saves recomputing them when the
-    caller has them already.
+    caller has them already. `progress` hears of every feature batch and probe epoch.
     """
-    features = dict(features or split_features(method, net, data, batch_size, train_size))
+    features = dict(features or split_features(method, net, data, batch_size, train_size, progress))
     labels = split_labels(data, train_size)
     if flip:
-        mirrored = mirrored_train_features(method, net, data, batch_size, train_size)
+        mirrored = mirrored_train_features(method, net, data, batch_size, train_size, progress)
         features["train"] = [torch.cat(pair) for pair in zip(features["train"], mirrored)]
         labels["train"] = torch.cat([labels["train"], labels["train"]])
     names = [block.name for block in net.blocks]
@@ -163,9 +216,59 @@ def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int]
     if len(readout_blocks) > 1:
         candidates["readout"] = readout_blocks
     results = {}
+    tick = ticker(progress, "probes", len(candidates) * epochs)
     for name, blocks in candidates.items():
         pick = {split: torch.cat([feats[i] for i in blocks], dim=1) for split, feats in features.items()}
-        probe = fit_linear_probe(pick["train"], labels["train"], data.num_classes, epochs, lr, seed, schedule=schedule, weight_decay=weight_decay)
+        probe = fit_linear_probe(pick["train"], labels["train"], data.num_classes, epochs, lr, seed, schedule=schedule, weight_decay=weight_decay,
+                                 on_epoch=tick)
         results[name] = {"val": probe_accuracy(probe, pick["val"], labels["val"]), "test": probe_accuracy(probe, pick["test"], labels["test"])}
     results.setdefault("readout", results[names[readout_blocks[0]]])
     return results
+
+
+def knn_accuracies(train_feats: list[torch.Tensor], train_y: torch.Tensor, test_feats: list[torch.Tensor], test_y: torch.Tensor, k: int,
+                   temperature: float, progress: Progress | None = None, chunk: int = 1000) -> list[float | None]:
+    """Weighted k-NN accuracy (see `locallearn.knn`) of each block's features, in chunks of `chunk` test examples; None for no test examples."""
+    n = test_y.shape[0]
+    tick = ticker(progress, "kNN", len(test_feats) * -(-n // chunk))
+    num_classes = int(torch.maximum(train_y.max(), test_y.max())) + 1 if n else 0
+    accuracies = []
+    for train, test in zip(train_feats, test_feats):
+        correct = 0
+        for start in range(0, n, chunk):
+            scores = knn_predict(train, train_y, test[start : start + chunk], k, temperature, num_classes)
+            correct += int((scores.argmax(1) == test_y[start : start + chunk]).sum())
+            tick()
+        accuracies.append(correct / n if n else None)
+    return accuracies
+
+
+def evaluate_final(trainer: Trainer, config: Config, progress: Progress | None = None) -> tuple[dict, list[dict]]:
+    """Test and validation accuracy of every classifier, per-block linear probes and kNN, and the readout.
+
+    `progress` hears of each phase (val and test classifiers, features, probes, kNN) as it goes.
+    """
+    data, method, net = trainer.data, trainer.method, trainer.net
+    batch = config.data.eval_batch_size
+    val = classify_split(method, net, data, "val", batch, progress) if data.split_size("val") else {}
+    test = classify_split(method, net, data, "test", batch, progress)
+    per_block = [{"name": b.name, "accuracy": test.get(b.name)} for b in net.blocks]
+    result = {"val": val, "test": test}
+    ev = config.eval
+    if not (ev.probes or ev.knn):
+        return result, per_block
+    features = split_features(method, net, data, batch, ev.feature_train_size, progress)
+    if ev.probes:
+        readout = method.readout_blocks(len(net.blocks))
+        probes = linear_probes(method, net, data, readout, ev.probe_epochs, ev.probe_lr, config.train.seed, batch, features, ev.feature_train_size,
+                               ev.probe_flip, ev.probe_schedule, ev.probe_weight_decay, progress)
+        for entry in per_block:
+            entry["probe_accuracy"] = probes[entry["name"]]["test"]
+            entry["probe_val_accuracy"] = probes[entry["name"]]["val"]
+        result["readout"] = probes["readout"]
+    if ev.knn:
+        labels = split_labels(data, ev.feature_train_size)
+        accuracies = knn_accuracies(features["train"], labels["train"], features["test"], labels["test"], ev.knn_k, ev.knn_temperature, progress)
+        for entry, accuracy in zip(per_block, accuracies):
+            entry["knn_accuracy"] = accuracy
+    return result, per_block

@@ -145,3 +145,13 @@ def markdown_table(records: Sequence[dict], columns: Sequence[Column]) -> str:
     lines = ["| " + " | ".join(header for header, _ in columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(cell(r, source) for _, source in columns) + " |" for r in records]
     return "\n".join(lines) + "\n"
+
+
+def preset_record(name: str, folder: str | os.PathLike | None = None) -> dict | None:
+    """The reference record of preset `name`, `<folder>/presets/<name>.json`, or None when there is none.
+
+    `folder` defaults to `$LOCALLEARN_RESULTS`, else the repository's `results/`.
+    """
+    folder = folder or os.environ.get("LOCALLEARN_RESULTS") or Path(__file__).resolve().parents[2] / "results"
+    path = Path(folder) / "presets" / f"{name}.json"
+    return read_record(path) if path.is_file() else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from locallearn.errors import UsageError
+from locallearn.errors import UsageError, did_you_mean
 from locallearn.methods.base import DataInfo, Method, MethodOptions
 from locallearn.methods.backprop import Backprop
 from locallearn.methods.blockwise_ssl import BlockwiseSSL
@@ -21,7 +21,7 @@ def register(cls: type[Method]) -> type[Method]:
 
 def get(name: str) -> type[Method]:
     if name not in METHODS:
-        raise UsageError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
+        raise UsageError(f"unknown method {name!r}{did_you_mean(name, METHODS)}; valid methods: {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
 
