@@ -45,6 +45,7 @@ from locallearn.atomic import write_text_atomic
 from locallearn.config import load_config, load_yaml
 from locallearn.errors import LocalLearnError, RunError, UsageError
 from locallearn.records import record_from_run, write_record
+from locallearn.run import Interrupted
 
 STUDY_KEYS = ("name", "description", "preset", "overrides", "variants", "grid", "seeds", "executor_parameters")
 
@@ -311,6 +312,7 @@ class Progress:
         total = len(self.study.cells)
         done = sum(is_done(self.out, c) for c in self.study.cells)
         left = total - done - failed
+        running = min(running, left)  # a cell just finished is done, no longer running
         elapsed = time.monotonic() - self.start
         if self.finished_here and left:
             eta = f"ETA {_duration(sum(self.finished_here) / len(self.finished_here) * left / max(min(self.workers, left), 1))}"
@@ -373,18 +375,34 @@ def run_study(study: Study, out: Path, records: Path, workers: int = 1, executor
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(workers, len(pending))))]
     for thread in threads:
         thread.start()
-    try:
-        while any(t.is_alive() for t in threads):
-            with guard:
-                progress.show(len(running), len(failed))
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        stop.set()  # each child checkpoints and stops; a second Ctrl-C leaves them to the terminal's signal
-        for thread in threads:
-            thread.join()
-        raise
+    with _TermAsInterrupt():
+        try:
+            while any(t.is_alive() for t in threads):
+                with guard:
+                    progress.show(len(running), len(failed))
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            stop.set()  # each child checkpoints and stops; a second Ctrl-C leaves them to the terminal's signal
+            for thread in threads:
+                thread.join()
+            raise Interrupted(signal.SIGINT, f"study {study.name} interrupted; its running cells saved a checkpoint: "
+                                             "run the same command again to continue") from None
     progress.show(0, len(failed), final=True)
     return failed
+
+
+class _TermAsInterrupt:
+    """While active (in the main thread), SIGTERM stops the study as Ctrl-C does: its cells checkpoint and stop."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def _lockable(lock: Path) -> bool:
