@@ -64,28 +64,30 @@ def test_cells_are_the_grid_times_variants_times_seeds_each_an_ordinary_train_co
     assert command.endswith("'train.granularity=\"layer\"' train.seed=0")
 
 
-def test_a_study_runs_every_cell_once_records_it_and_reports_it(tmp_path, data_dir, capsys):
+def test_two_study_processes_share_the_cells_run_each_once_and_a_second_run_runs_nothing(tmp_path, data_dir, capsys):
     path, out = write_study(tmp_path, data_dir, seeds=[0, 1]), tmp_path / "out"
-    assert main(["study", str(path), "--out", str(out), "--workers", "2"]) == 0
+    procs = [subprocess.Popen([sys.executable, "-m", "locallearn", "study", str(path), "--out", str(out)], env={**os.environ, "PYTHONPATH": SRC},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0], [p.stderr.read() for p in procs]
+    logs = sorted(out.glob("*.log"))
+    assert len(logs) == 4 and all(attempts(log) == 1 for log in logs)  # no cell was run by both
+    assert "done" in procs[0].stderr.read() and not list(out.glob("*.lock"))
     records = sorted((out / "records").glob("*.json"))
     assert [r.stem for r in records] == ["granularity-end-to-end_seed-0", "granularity-end-to-end_seed-1",
                                          "granularity-layer_seed-0", "granularity-layer_seed-1"]
     record = json.loads(records[2].read_text())
     assert record["command"] == load_study(path).cells[2].command(out) and record["config"]["train"]["seed"] == 0
     assert record["summary"]["test_accuracy"] > 0.5  # two FF layers learn the tiny data
-    assert "2/4 done" in capsys.readouterr().err
     report = (out / "records" / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| ff-supervised-small |")]
     assert [row.split(" | ")[1:4] for row in rows] == [["1", "end-to-end", "2"], ["2", "layer", "2"]]
     assert " ± " in rows[0] and all((out / "records" / f"{n}.png").stat().st_size > 1000 for n in ("accuracy", "memory", "time"))
 
     summaries = {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
-    assert main(["study", str(path), "--out", str(out), "--workers", "2"]) == 0  # idempotent: nothing runs again
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")} == summaries
-    assert all(attempts(log) == 1 for log in out.glob("*.log"))
-    assert main(["study", str(path), "--out", str(out), "--records", str(tmp_path / "published")]) == 0  # a deliberate copy
-    assert sorted(p.name for p in (tmp_path / "published").glob("*.json")) == [r.name for r in records]
-    assert all(attempts(log) == 1 for log in out.glob("*.log"))
+    assert main(["study", str(path), "--out", str(out), "--workers", "2", "--records", str(tmp_path / "published")]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")} == summaries and all(attempts(log) == 1 for log in logs)
+    assert "4/4 done, 0 running, 0 failed" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "published").glob("*.json")) == [r.name for r in records]  # published: a deliberate copy
 
 
 def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, data_dir, capsys):
@@ -108,17 +110,6 @@ def test_a_lock_of_a_dead_process_is_taken_over_and_a_live_one_is_not(tmp_path):
     assert not claim(lock)  # held by this live process
     lock.write_text("")  # being written just now by another worker
     assert not claim(lock)
-
-
-def test_two_study_processes_never_run_the_same_cell(tmp_path, data_dir):
-    path, out = write_study(tmp_path, data_dir, seeds=[0, 1]), tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": SRC}
-    procs = [subprocess.Popen([sys.executable, "-m", "locallearn", "study", str(path), "--out", str(out)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0], [p.stderr.read() for p in procs]
-    logs = sorted(out.glob("*.log"))
-    assert len(logs) == 4 and all(attempts(log) == 1 for log in logs)
-    assert len(list((out / "records").glob("*.json"))) == 4
 
 
 def test_a_study_killed_mid_cell_completes_on_the_next_run_with_the_numbers_of_an_uninterrupted_one(tmp_path, data_dir):
@@ -153,3 +144,24 @@ def test_submitit_local_executor_runs_the_cells(tmp_path, data_dir):
     path, out = write_study(tmp_path, data_dir, executor_parameters={"cluster": "local", "timeout_min": 5}), tmp_path / "out"
     assert main(["study", str(path), "--out", str(out), "--executor", "submitit"]) == 0
     assert len(list((out / "records").glob("*.json"))) == 2
+
+
+def test_the_report_averages_seeds_per_objective_and_k_from_the_records(tmp_path, data_dir):
+    from locallearn.records import write_record
+    from locallearn.study_report import write_study_report
+
+    study = load_study(write_study(tmp_path, data_dir, variants={"heads": {}, "vicreg": {"preset": "backprop-mlp"}}, seeds=[0, 1]))
+    accuracy = {("heads", 1): [0.90, 0.92], ("heads", 2): [0.86, 0.88], ("vicreg", 1): [0.80, 0.80]}  # vicreg at K=2: not run yet
+    for cell in study.cells:
+        k = 1 if cell.point["train.granularity"] == "end-to-end" else 2
+        if (cell.variant, k) in accuracy:
+            summary = {"test_accuracy": accuracy[cell.variant, k][cell.seed], "val_accuracy": 0.5, "granularity": cell.point["train.granularity"],
+                       "seconds_per_epoch": 10.0 * k, "peak_rss_mb": 300.0 + cell.seed, "per_block": [{"name": f"block{i}"} for i in range(k)]}
+            write_record(tmp_path / "records" / f"{cell.name}.json", {"record_version": 1, "name": cell.name, "source": "run", "command": "x",
+                                                                       "code_version": {}, "machine": {}, "config": {}, "summary": summary, "note": ""})
+    report = write_study_report(study, tmp_path / "records").read_text()
+    rows = [line.split(" | ") for line in report.splitlines() if line.startswith(("| heads", "| vicreg"))]
+    assert [r[:5] for r in rows] == [["| heads", "1", "end-to-end", "2", "91.00 ± 1.41"], ["| heads", "2", "layer", "2", "87.00 ± 1.41"],
+                                     ["| vicreg", "1", "end-to-end", "2", "80.00 ± 0.00"]]
+    assert rows[1][5] == "-4.00" and rows[1][8] == "300 ± 1 |"
+    assert "Not run yet: 2 cell(s) (vicreg_granularity-layer_seed-0, vicreg_granularity-layer_seed-1)" in report

@@ -360,7 +360,10 @@ def run_study(study: Study, out: Path, records: Path, workers: int = 1, executor
     def worker() -> None:
         while (cell := next_cell()) is not None:
             started = time.monotonic()
-            outcome = run_cell(out, cell, records, stop)
+            try:
+                outcome = run_cell(out, cell, records, stop)
+            except (OSError, LocalLearnError) as err:  # e.g. its record could not be written: this cell fails, the others go on
+                outcome = f"failed: {err}"
             with guard:
                 running.discard(cell.name)
                 if outcome == "busy":

@@ -84,6 +84,8 @@ def plot_against_k(rows: list[dict], values: str, scale: float, ylabel: str, tit
         ends = [(r["k"], m) for r, (m, _) in zip(points, stats) if r["k"] == 1]
         if ends:
             ax.plot(*zip(*ends), marker="*", markersize=14, color=drawn[0].get_color(), linestyle="none")
+    if 1 in ks:
+        ax.plot([], [], marker="*", markersize=12, color="grey", linestyle="none", label="end to end (K = 1)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [f"{k}\n(end to end)" if k == 1 else str(k) for k in ks])
     ax.minorticks_off()
