@@ -308,11 +308,11 @@ class Progress:
         self.finished_here: list[float] = []  # durations of the cells run by this invocation
         self.last = ""
 
-    def show(self, running: int, failed: int, final: bool = False) -> None:
+    def show(self, failed: int, final: bool = False) -> None:
         total = len(self.study.cells)
         done = sum(is_done(self.out, c) for c in self.study.cells)
         left = total - done - failed
-        running = min(running, left)  # a cell just finished is done, no longer running
+        running = sum(not is_done(self.out, c) and not _lockable(self.out / f"{c.name}.lock") for c in self.study.cells)  # by any process
         elapsed = time.monotonic() - self.start
         if self.finished_here and left:
             eta = f"ETA {_duration(sum(self.finished_here) / len(self.finished_here) * left / max(min(self.workers, left), 1))}"
@@ -382,7 +382,7 @@ def run_study(study: Study, out: Path, records: Path, workers: int = 1, executor
         try:
             while any(t.is_alive() for t in threads):
                 with guard:
-                    progress.show(len(running), len(failed))
+                    progress.show(len(failed))
                 time.sleep(0.5)
         except KeyboardInterrupt:
             stop.set()  # each child checkpoints and stops; a second Ctrl-C leaves them to the terminal's signal
@@ -390,7 +390,7 @@ def run_study(study: Study, out: Path, records: Path, workers: int = 1, executor
                 thread.join()
             raise Interrupted(signal.SIGINT, f"study {study.name} interrupted; its running cells saved a checkpoint: "
                                              "run the same command again to continue") from None
-    progress.show(0, len(failed), final=True)
+    progress.show(len(failed), final=True)
     return failed
 
 
@@ -431,7 +431,7 @@ def _run_submitit(study: Study, out: Path, records: Path) -> list[tuple[Cell, st
     failed: list[tuple[Cell, str]] = []
     for cell, job in jobs:
         while not job.done():
-            progress.show(sum(not j.done() for _, j in jobs), len(failed))
+            progress.show(len(failed))
             time.sleep(1.0)
         try:
             outcome = job.result()
@@ -439,7 +439,7 @@ def _run_submitit(study: Study, out: Path, records: Path) -> list[tuple[Cell, st
             outcome = f"failed: job {job.job_id}: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}"
         if outcome.startswith("failed") or outcome == "busy":
             failed.append((cell, outcome.removeprefix("failed: ") if outcome != "busy" else "held by another process"))
-    progress.show(0, len(failed), final=True)
+    progress.show(len(failed), final=True)
     return failed
 
 
