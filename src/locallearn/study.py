@@ -26,6 +26,7 @@ others go on. Each attempt's output is appended to `OUT/CELL.log`.
 from __future__ import annotations
 
 import itertools
+import shlex
 import json
 import os
 import re
@@ -66,8 +67,6 @@ class Cell:
         return ["train", self.preset, "--out", str(out / self.name), "--quiet", *self.overrides]
 
     def command(self, out: Path) -> str:
-        import shlex
-
         return shlex.join(["locallearn", *self.train_args(out)])
 
 
@@ -245,17 +244,17 @@ def write_cell_record(out: Path, cell: Cell, records: Path) -> None:
 
 
 def run_cell(out: Path, cell: Cell, records: Path, stop: threading.Event | None = None) -> str:
-    """Claim, run (or resume) and record one cell: 'done', 'busy' (another worker holds it) or 'failed: <why>'."""
+    """Claim, run (or resume) and record one cell: 'done', 'was done' (by another), 'busy' (another holds it) or 'failed: <why>'."""
     if is_done(out, cell):
         write_cell_record(out, cell, records)
-        return "done"
+        return "was done"
     lock = out / f"{cell.name}.lock"
     if not claim(lock):
         return "busy"
     try:
         if is_done(out, cell):  # finished by another worker between our look and our claim
             write_cell_record(out, cell, records)
-            return "done"
+            return "was done"
         (out / f"{cell.name}.failed").unlink(missing_ok=True)
         resume = ["--resume"] if (out / cell.name / "checkpoint.json").is_file() else []
         status, last_line = _train(out, cell, lock, resume, stop)
@@ -370,8 +369,8 @@ def run_study(study: Study, out: Path, records: Path, workers: int = 1, executor
                     continue  # lost a race for it: look again later
                 pending.remove(cell)
                 if outcome == "done":
-                    progress.finished_here.append(time.monotonic() - started)
-                else:
+                    progress.finished_here.append(time.monotonic() - started)  # for the ETA
+                elif outcome != "was done":
                     failed.append((cell, outcome.removeprefix("failed: ")))
                     print(f"study {study.name}: cell {cell.name} {outcome}", file=sys.stderr, flush=True)
 
