@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--records", type=Path, help="where the cells' result records and the report go (default: OUT/records)")
     study.add_argument("--executor", choices=["local", "submitit"], default="local",
                        help="local worker processes, or one submitit job per cell (SLURM; needs locallearn[cluster])")
-    study.add_argument("--report", action="store_true", help="run nothing: only write the report from the records there are")
+    study.add_argument("--report", action="store_true", help="run nothing: only write the records of the finished cells and the report")
     return parser
 
 

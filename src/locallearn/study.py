@@ -443,7 +443,7 @@ def _run_submitit(study: Study, out: Path, records: Path) -> list[tuple[Cell, st
 
 
 def study_main(path: Path, out: Path | None, records: Path | None, workers: int, executor: str, report_only: bool) -> int:
-    """The `locallearn study` command: run the study (unless `report_only`), then write its report; 1 if a cell failed."""
+    """The `locallearn study` command: run the study (with `report_only`, only record its finished cells), then write its report; 1 if a cell failed."""
     from locallearn.study_report import write_study_report
 
     study = load_study(path)
@@ -452,11 +452,15 @@ def study_main(path: Path, out: Path | None, records: Path | None, workers: int,
     out = out or Path("runs") / study.name
     records = records or out / "records"
     failed: list[tuple[Cell, str]] = []
-    if not report_only:
-        try:
+    try:
+        if report_only:
+            for cell in study.cells:
+                if is_done(out, cell):
+                    write_cell_record(out, cell, records)
+        else:
             failed = run_study(study, out, records, workers, executor)
-        except OSError as err:
-            raise RunError(f"study {study.name}: {err}") from None
+    except OSError as err:
+        raise RunError(f"study {study.name}: {err}") from None
     try:
         report = write_study_report(study, records)
     except LocalLearnError as err:
