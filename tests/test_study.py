@@ -88,6 +88,8 @@ def test_two_study_processes_share_the_cells_run_each_once_and_a_second_run_runs
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")} == summaries and all(attempts(log) == 1 for log in logs)
     assert "4/4 done, 0 running, 0 failed" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "published").glob("*.json")) == [r.name for r in records]  # published: a deliberate copy
+    assert main(["study", str(path), "--out", str(out), "--report", "--records", str(tmp_path / "again")]) == 0  # runs nothing
+    assert sorted(p.name for p in (tmp_path / "again").glob("*.json")) == [r.name for r in records] and (tmp_path / "again" / "report.html").is_file()
 
 
 def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, data_dir, capsys):
