@@ -64,20 +64,27 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+def hand_written_step(blocks, optimizers, h: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """One step on `h` = [view 1; view 2] (`n` images each): every block's loss, backward and update; the graph cut between blocks."""
+    losses = []
+    for (block, head), optimizer in zip(blocks, optimizers):
+        out = block(h)
+        z = head(out.mean(dim=(2, 3)))
+        loss = vicreg(z[:n], z[n:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+        h = out.detach()
+    return losses
+
+
 def hand_written_epoch(blocks, optimizers, x_all, options, low, high, batch_size, generator) -> None:
     """The reference: block-wise VICReg written out by hand (views from the library's `two_views`)."""
     order = torch.randperm(x_all.shape[0], generator=generator)
     for start in range(0, len(order), batch_size):
         v1, v2 = two_views(x_all[order[start:start + batch_size]], options, low, high, generator)
-        h, n = torch.cat([v1, v2]), v1.shape[0]
-        for (block, head), optimizer in zip(blocks, optimizers):
-            out = block(h)
-            z = head(out.mean(dim=(2, 3)))
-            loss = vicreg(z[:n], z[n:])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            h = out.detach()
+        hand_written_step(blocks, optimizers, torch.cat([v1, v2]), v1.shape[0])
 
 
 def views_seconds(x_all, options, low, high, batch_size, generator) -> float:
