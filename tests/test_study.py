@@ -65,28 +65,27 @@ def test_cells_are_the_grid_times_variants_times_seeds_each_an_ordinary_train_co
 
 
 def test_two_study_processes_share_the_cells_run_each_once_and_a_second_run_runs_nothing(tmp_path, data_dir, capsys):
-    path, out = write_study(tmp_path, data_dir, seeds=[0, 1]), tmp_path / "out"
+    path, out = write_study(tmp_path, data_dir), tmp_path / "out"
     procs = [subprocess.Popen([sys.executable, "-m", "locallearn", "study", str(path), "--out", str(out)], env={**os.environ, "PYTHONPATH": SRC},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0], [p.stderr.read() for p in procs]
     logs = sorted(out.glob("*.log"))
-    assert len(logs) == 4 and all(attempts(log) == 1 for log in logs)  # no cell was run by both
+    assert len(logs) == 2 and all(attempts(log) == 1 for log in logs)  # no cell was run by both
     assert "done" in procs[0].stderr.read() and not list(out.glob("*.lock"))
     records = sorted((out / "records").glob("*.json"))
-    assert [r.stem for r in records] == ["granularity-end-to-end_seed-0", "granularity-end-to-end_seed-1",
-                                         "granularity-layer_seed-0", "granularity-layer_seed-1"]
-    record = json.loads(records[2].read_text())
-    assert record["command"] == load_study(path).cells[2].command(out) and record["config"]["train"]["seed"] == 0
+    assert [r.stem for r in records] == ["granularity-end-to-end_seed-0", "granularity-layer_seed-0"]
+    record = json.loads(records[1].read_text())
+    assert record["command"] == load_study(path).cells[1].command(out) and record["config"]["train"]["granularity"] == "layer"
     assert record["summary"]["test_accuracy"] > 0.5  # two FF layers learn the tiny data
     report = (out / "records" / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| ff-supervised-small |")]
-    assert [row.split(" | ")[1:4] for row in rows] == [["1", "end-to-end", "2"], ["2", "layer", "2"]]
-    assert " ± " in rows[0] and all((out / "records" / f"{n}.png").stat().st_size > 1000 for n in ("accuracy", "memory", "time"))
+    assert [row.split(" | ")[1:4] for row in rows] == [["1", "end-to-end", "1"], ["2", "layer", "1"]]
+    assert all((out / "records" / f"{n}.png").stat().st_size > 1000 for n in ("accuracy", "memory", "time"))
 
     summaries = {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
     assert main(["study", str(path), "--out", str(out), "--workers", "2", "--records", str(tmp_path / "published")]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")} == summaries and all(attempts(log) == 1 for log in logs)
-    assert "4/4 done, 0 running, 0 failed" in capsys.readouterr().err
+    assert "2/2 done, 0 running, 0 failed" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "published").glob("*.json")) == [r.name for r in records]  # published: a deliberate copy
     assert main(["study", str(path), "--out", str(out), "--report", "--records", str(tmp_path / "again")]) == 0  # runs nothing
     assert sorted(p.name for p in (tmp_path / "again").glob("*.json")) == [r.name for r in records] and (tmp_path / "again" / "report.html").is_file()
