@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="Markdown/HTML reports and plots of one run, or a comparison of several")
     report.add_argument("run_dirs", type=Path, nargs="+")
     report.add_argument("--out", type=Path, help="where a comparison goes (default: the current folder; one run: its own folder)")
+    study = commands.add_parser("study", help="run a grid of runs (a study file), resumable, on several workers, and report it")
+    study.add_argument("study_file", type=Path, metavar="STUDY.yaml")
+    study.add_argument("--workers", type=int, default=1, help="cells run at once, each its own process (default 1)")
+    study.add_argument("--out", type=Path, help="folder of the cells' run folders (default: runs/STUDY-NAME)")
+    study.add_argument("--records", type=Path, help="where the cells' result records and the report go (default: OUT/records)")
+    study.add_argument("--executor", choices=["local", "submitit"], default="local",
+                       help="local worker processes, or one submitit job per cell (SLURM; needs locallearn[cluster])")
+    study.add_argument("--report", action="store_true", help="run nothing: only write the records of the finished cells and the report")
     return parser
 
 
@@ -148,7 +156,13 @@ def cmd_report(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "presets": cmd_presets, "eval": cmd_eval, "report": cmd_report}
+def cmd_study(args) -> int:
+    from locallearn.study import study_main
+
+    return study_main(args.study_file, args.out, args.records, args.workers, args.executor, args.report)
+
+
+COMMANDS = {"train": cmd_train, "presets": cmd_presets, "eval": cmd_eval, "report": cmd_report, "study": cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:
