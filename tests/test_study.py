@@ -39,7 +39,7 @@ def attempts(log: Path) -> int:
 
 @pytest.mark.parametrize("change, message", [
     ({"gird": {}}, "unknown key 'gird' in the study file; valid keys: name, description, preset"),
-    ({"grid": {"train.epoch": [1, 2]}}, "cell epoch-1_seed-0: unknown key 'train.epoch'; valid keys here: "),
+    ({"grid": {"train.epoch": [1, 2]}}, "cell epoch-1_seed-0: unknown key 'train.epoch' (did you mean 'epochs'?)"),
     ({"grid": {"train.epochs": ["two"]}}, "invalid value for 'train.epochs'"),
     ({"grid": {}}, "the grid is empty"),
     ({"grid": {"train.epochs": []}}, "grid key 'train.epochs' needs a non-empty list"),

@@ -46,7 +46,7 @@ from locallearn.atomic import write_text_atomic
 from locallearn.config import load_config, load_yaml
 from locallearn.errors import LocalLearnError, RunError, UsageError
 from locallearn.records import record_from_run, write_record
-from locallearn.run import Interrupted
+from locallearn.loop import Interrupted
 
 STUDY_KEYS = ("name", "description", "preset", "overrides", "variants", "grid", "seeds", "executor_parameters")
 
