@@ -3,7 +3,8 @@
 Every image gives two augmented views (`views.augment`); the step's input is view 1 then
 view 2. Each block has its own head (`expand` 1x1-conv expansion, global average pool,
 `projector` MLP) and its own loss between the two views' embeddings: Barlow Twins, VICReg
-or SimCLR's InfoNCE (`loss`). Where the graph is cut is `train.granularity` alone:
+or SimCLR's InfoNCE (`loss`), or DINO's self-distillation from a momentum teacher of the
+block and head (`loss: dino`, `method.dino.*`; the teacher and centre move in `after_step`). Where the graph is cut is `train.granularity` alone:
 `block:4` on a ResNet is the paper's four stage-blocks, `end-to-end` the same network and
 loss trained by plain backprop (its baseline). The network has no classifier of its own:
 accuracy is that of linear probes on the frozen, average-pooled features of each block
@@ -12,17 +13,36 @@ accuracy is that of linear probes on the frozen, average-pooled features of each
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from pydantic import Field
+from torch import nn
 
 from locallearn.methods.base import Method, MethodOptions, flat_features
-from locallearn.nn.heads import PoolProjector
+from locallearn.nn.heads import DINOHead, PoolProjector
 from locallearn.nn.network import LocalNet
+from locallearn.nn.teacher import momentum_schedule
+from locallearn.objectives.dino import DINOLoss, DINOObjective, DINOOptions
 from locallearn.objectives.ssl import BarlowTwinsLoss, InfoNCELoss, SSLObjective, VICRegLoss
-from locallearn.views.augment import AugmentOptions, two_views
+from locallearn.views.augment import AugmentOptions
 from locallearn.views.base import Views
+from locallearn.views.multicrop import multi_crop
+
+
+def dino_objective(o, width: int) -> DINOObjective:
+    d = o.dino
+    head = DINOHead(width, o.expand, o.projector, d.prototypes)
+    return DINOObjective(head, DINOLoss(d.prototypes, d.student_temperature, d.teacher_temperature, d.centre_momentum))
+
+
+OBJECTIVES: dict[str, Callable[..., nn.Module]] = {
+    "barlow": lambda o, width: SSLObjective(PoolProjector(width, o.expand, o.projector), BarlowTwinsLoss(o.lambd)),
+    "vicreg": lambda o, width: SSLObjective(PoolProjector(width, o.expand, o.projector), VICRegLoss(o.sim_weight, o.var_weight, o.cov_weight)),
+    "simclr": lambda o, width: SSLObjective(PoolProjector(width, o.expand, o.projector), InfoNCELoss(o.temperature)),
+    "dino": dino_objective,
+}
+"""Each `method.loss` and the builder of a block's objective from the options and the block's output width."""
 
 
 class BlockwiseSSLOptions(MethodOptions):
@@ -33,10 +53,11 @@ class BlockwiseSSLOptions(MethodOptions):
     `expand`: channels of the head's 1x1-conv expansion (0 = none); `projector`: widths of
     the projector's linear layers ([] = none); `probe_pool`: block outputs are average-pooled
     to at most this many positions per axis for probes (1 = global pooling);
-    `readout_last`: the linear readout reads the last this many blocks; `augment`: the views.
+    `readout_last`: the linear readout reads the last this many blocks; `augment`: the views;
+    `dino`: DINO's options (`loss: dino`).
     """
 
-    loss: Literal["barlow", "vicreg", "simclr"] = "barlow"
+    loss: Literal[tuple(OBJECTIVES)] = "barlow"
     lambd: float = Field(5.1e-3, ge=0)
     sim_weight: float = Field(25.0, ge=0)
     var_weight: float = Field(25.0, ge=0)
@@ -47,6 +68,7 @@ class BlockwiseSSLOptions(MethodOptions):
     probe_pool: int = Field(1, gt=0)
     readout_last: int = Field(1, gt=0)
     augment: AugmentOptions = Field(default_factory=AugmentOptions)
+    dino: DINOOptions = Field(default_factory=DINOOptions, description="DINO's prototypes, temperatures, momenta and multi-crop (used with loss: dino)")
 
 
 class BlockwiseSSL(Method):
@@ -60,19 +82,20 @@ class BlockwiseSSL(Method):
     Options = BlockwiseSSLOptions
     primary = "readout"
 
-    def objective(self, index: int, num_blocks: int, width: int) -> SSLObjective:
-        o = self.options
-        if o.loss == "barlow":
-            loss = BarlowTwinsLoss(o.lambd)
-        elif o.loss == "vicreg":
-            loss = VICRegLoss(o.sim_weight, o.var_weight, o.cov_weight)
-        else:
-            loss = InfoNCELoss(o.temperature)
-        return SSLObjective(PoolProjector(width, o.expand, o.projector), loss)
+    def objective(self, index: int, num_blocks: int, width: int) -> nn.Module:
+        return OBJECTIVES[self.options.loss](self.options, width)
 
     def make_views(self, x, y, index, generator) -> Views:
-        v1, v2 = two_views(x, self.options.augment, self.data.pixel_low, self.data.pixel_high, generator)
-        return Views(inputs=torch.cat([v1, v2]), num_positive=x.shape[0])
+        o = self.options
+        crops = o.dino.local_crops if o.loss == "dino" else 0
+        return multi_crop(x, o.augment, self.data.pixel_low, self.data.pixel_high, generator, crops, o.dino.local_size, tuple(o.dino.local_scale))
+
+    def after_step(self, net: LocalNet, step: int, total_steps: int) -> None:
+        """DINO: each block's teacher moves towards its student (momentum on a cosine schedule to 1), the centre towards the batch."""
+        if self.options.loss == "dino":
+            momentum = momentum_schedule(self.options.dino.teacher_momentum, step, total_steps)
+            for block in net.blocks:
+                block.objective.update(block.layers, momentum)
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
