@@ -22,7 +22,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from locallearn.nn.teacher import ema_update, freeze
@@ -40,6 +40,13 @@ class DINOOptions(BaseModel):
     local_crops: int = Field(0, ge=0, description="small crops per image besides the two large ones (multi-crop; 0 = off); student views only")
     local_size: int = Field(12, gt=0, description="side in pixels of the small crops")
     local_scale: list[float] = Field(default_factory=lambda: [0.1, 0.3], min_length=2, max_length=2, description="least and largest area fraction of the image a small crop covers")
+
+    @field_validator("local_scale")
+    @classmethod
+    def _ordered_fractions(cls, scale: list[float]) -> list[float]:
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError("must be two area fractions with 0 < least <= largest <= 1")
+        return scale
 
 
 def dino_terms(student: Tensor, teacher: Tensor, centre: Tensor, student_temperature: float, teacher_temperature: float) -> tuple[Tensor, Tensor]:
