@@ -12,7 +12,7 @@ The math is the pure function `dino_terms`, tested against a direct computation.
 Example:
     >>> objective = DINOObjective(DINOHead(256, widths=[512, 128], prototypes=1024), DINOLoss(1024))
     >>> objective.bind(block_layers)                      # the teacher: a frozen copy of layers + head
-    >>> loss, metrics = objective(block_output, views, block_input)
+    >>> loss, metrics = objective(block_output, views, inputs=block_input)
     >>> objective.update(block_layers, momentum=0.996)   # after the optimizer step
 """
 
@@ -111,6 +111,8 @@ class DINOObjective(nn.Module):
     crops, if any, are `views.local` (the block's input for them) and the student layers run
     on them here, handing their detached output on to the next block in `views.local`.
     """
+
+    needs_input = True  # the block passes its input: the teacher's layers read it
 
     def __init__(self, head: nn.Module, loss: DINOLoss):
         super().__init__()
