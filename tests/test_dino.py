@@ -12,6 +12,7 @@ from helpers import gradient_leaks, prototype_splits
 from locallearn.checkpoint import load_checkpoint, save_checkpoint
 from locallearn.config import load_config
 from locallearn.engine import Trainer
+from locallearn.errors import UsageError
 from locallearn.evaluate import linear_probes
 from locallearn.nn.heads import DINOHead
 from locallearn.objectives.dino import DINOLoss, dino_terms
@@ -170,7 +171,7 @@ def test_stop_inside_an_epoch_and_resume_is_exact_with_teacher_centre_and_small_
 def test_blockwise_and_end_to_end_dino_differ_only_in_the_cut():
     blockwise, e2e = load_config("blockwise-dino").model_dump(), load_config("e2e-dino").model_dump()
     assert blockwise["train"].pop("granularity") == "block:4" and e2e["train"].pop("granularity") == "end-to-end"
-    blockwise.pop("description", None), e2e.pop("description", None)
+    del blockwise["description"], e2e["description"]
     assert blockwise == e2e
 
 
@@ -192,3 +193,9 @@ def test_a_tiny_blockwise_dino_run_beats_random_weights():
     for _ in range(run.train.epochs):
         trainer.train_epoch()
     assert last_probe() > random_weights + 0.04
+
+
+def test_small_crops_refuse_the_pipeline_modes_in_one_line(data):
+    Trainer(dino("distributed.devices=[cpu,cpu]"), data)  # without small crops the blocks may be spread over devices
+    with pytest.raises(UsageError, match="pipeline|devices"):
+        Trainer(dino("distributed.devices=[cpu,cpu]", "method.dino.local_crops=2"), data)

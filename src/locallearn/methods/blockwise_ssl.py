@@ -82,6 +82,11 @@ class BlockwiseSSL(Method):
     Options = BlockwiseSSLOptions
     primary = "readout"
 
+    @property
+    def supports_pipeline(self) -> bool:
+        """False with DINO's small crops: they travel from block to block in the views, which pipeline stages and device placement do not carry."""
+        return not (self.options.loss == "dino" and self.options.dino.local_crops)
+
     def objective(self, index: int, num_blocks: int, width: int) -> nn.Module:
         return OBJECTIVES[self.options.loss](self.options, width)
 
