@@ -16,7 +16,7 @@ from locallearn.errors import UsageError
 from locallearn.evaluate import linear_probes
 from locallearn.nn.heads import DINOHead
 from locallearn.objectives.dino import DINOLoss, dino_terms
-from locallearn.views.augment import AugmentOptions
+from locallearn.views.augment import AugmentOptions, crop_boxes
 from locallearn.views.multicrop import multi_crop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -76,6 +76,12 @@ def test_the_dino_head_scores_are_cosines_to_unit_norm_prototypes():
     with torch.no_grad():
         head.prototypes[3] *= 10  # the gain is fixed at 1: a prototype's length changes nothing
     assert torch.allclose(head(x), before)
+
+
+def test_small_crop_boxes_cover_the_asked_fraction_of_the_image():
+    w, h, _, _ = crop_boxes(1000, 12, 12, 0.1, 1.0, torch.Generator().manual_seed(0), max_scale=0.3).unbind(1)
+    area = w * h  # half-sides in [-1, 1] coordinates are fractions of the image's sides
+    assert 0.1 - 1e-6 <= float(area.min()) and float(area.max()) <= 0.3 + 1e-6 and float(area.max()) > 0.28
 
 
 def test_multi_crop_batches_small_crops_apart_and_is_reproducible():

@@ -4,8 +4,9 @@ Every image gives two augmented views (`views.augment`); the step's input is vie
 view 2. Each block has its own head (`expand` 1x1-conv expansion, global average pool,
 `projector` MLP) and its own loss between the two views' embeddings: Barlow Twins, VICReg
 or SimCLR's InfoNCE (`loss`), or DINO's self-distillation from a momentum teacher of the
-block and head (`loss: dino`, `method.dino.*`; the teacher and centre move in `after_step`). Where the graph is cut is `train.granularity` alone:
-`block:4` on a ResNet is the paper's four stage-blocks, `end-to-end` the same network and
+block and head (`loss: dino`, `method.dino.*`; the teacher and centre move in `after_step`,
+and `method.dino.local_crops` adds multi-crop's small crops). Where the graph is cut is
+`train.granularity` alone: `block:4` on a ResNet is the paper's four stage-blocks, `end-to-end` the same network and
 loss trained by plain backprop (its baseline). The network has no classifier of its own:
 accuracy is that of linear probes on the frozen, average-pooled features of each block
 (`probe_pool`: global pooling as the paper, or a coarse grid of positions).
