@@ -5,4 +5,5 @@ last_val = lambda r: f"{100 * r['summary']['per_block'][-1]['probe_val_accuracy'
 print(markdown_table(load_records("results/dino"), [
     ("record", "name"), ("preset", "summary.preset"), ("cut", "config.train.granularity"),
     ("teacher momentum", lambda r: r["config"]["method"]["dino"]["teacher_momentum"] if r["config"]["method"]["loss"] == "dino" else None),
+    ("small crops", lambda r: r["config"]["method"]["dino"]["local_crops"] if r["config"]["method"]["loss"] == "dino" else None),
     ("last-block probe, val %", last_val), ("test %", pct("test_accuracy")), ("train s (loaded machine)", lambda r: round(r["summary"]["train_seconds"]))]), end="")
