@@ -12,10 +12,6 @@
 - readout_sweep refits a saved run's readout to exactly the accuracy the run reported.
 - table prints a dash, not a number, for an accuracy a run does not have.
 - epoch_timing alternates an engine epoch (from epoch 0) and a hand-written one, each timed on its own.
-- ff_variants' cumulative goodness adds the layers below without their gradients, its
-  concatenated self-contrastive pairs give the first layer two weight sets and positives [x; x],
-  and its label-every-layer appends each input's own label to every later layer's input,
-  its input-every-layer the input itself as layer 1 reads it, with no gradient into layer 1.
 """
 
 from __future__ import annotations
@@ -35,9 +31,6 @@ from locallearn.cli import main
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
-from locallearn.errors import UsageError
-from locallearn.nn.layers import InputNorm
-from locallearn.objectives import goodness
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -169,89 +162,6 @@ def test_results_table_marks_missing_accuracies_with_a_dash(tmp_path, data_dir):
     assert main(["train", "ff-unsupervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY,
                  "train.epochs=1", "data.val_size=0", "eval.probes=false", "eval.knn=false"]) == 0
     assert "| – (readout) | – |" in table.row(out)
-
-
-def test_cumulative_goodness_adds_the_layers_below_without_their_gradients(monkeypatch):
-    variants = load_benchmark("ff_variants")
-    trainer = Trainer(load_config("ff-supervised-small", ["model.hidden=[16,16]", "data.batch_size=8", "logging.progress=false"]), random_splits(8))
-    views = trainer.method.make_views(trainer.data.train_x, trainer.data.train_y, torch.arange(8), torch.Generator().manual_seed(0))
-    first, second = trainer.net.blocks
-    plain_loss = first(views.inputs, views)[1]
-    monkeypatch.setattr(goodness.FFGoodnessLoss, "forward", variants.cumulative_goodness_loss)
-    out1, loss1, _ = first(views.inputs, views)
-    out2, loss2, _ = second(out1.detach(), views)
-    assert torch.equal(loss1, plain_loss)
-    total, n = goodness.grouped_goodness(out1) + goodness.grouped_goodness(out2), views.num_positive
-    torch.testing.assert_close(loss2, goodness.softplus_loss(total[:n], total[n:], 16.0 + 16.0))
-    loss2.backward()
-    assert all(p.grad is None for p in first.parameters())
-    assert all(p.grad is not None for p in second.parameters())
-
-
-def test_concatenated_pairs_give_the_first_layer_two_weight_sets(monkeypatch):
-    variants = load_benchmark("ff_variants")
-    monkeypatch.setattr(variants.engine, "build_backbone", variants.engine.build_backbone)  # so that the patches below are undone
-    monkeypatch.setattr(variants.engine.Trainer, "__init__", variants.engine.Trainer.__init__)
-    for name in ("make_views", "features"):
-        monkeypatch.setattr(variants.FFUnsupervised, name, getattr(variants.FFUnsupervised, name))
-    variants.use_concatenated_pairs()
-    trainer = Trainer(load_config("ff-selfcontrastive", ["model.hidden=[16,16]", "data.batch_size=8", "logging.progress=false"]), random_splits(8))
-    x = trainer.data.train_x
-    views = trainer.method.make_views(x, trainer.data.train_y, torch.arange(8), torch.Generator().manual_seed(0))
-    positives, negatives = views.inputs[: views.num_positive], views.inputs[views.num_positive :]
-    assert torch.equal(positives, torch.cat([x, x], 1)) and torch.equal(negatives[:, :1], x)
-    assert not torch.equal(negatives[:, 1:], x)
-    assert trainer.net.blocks[0].layers(views.inputs).shape == (16, 16)
-    assert [f.shape for f in trainer.method.features(trainer.net, x)] == [(8, 16), (8, 16)]
-    trainer.train_epoch()
-    with pytest.raises(UsageError, match="ff-selfcontrastive"):
-        Trainer(load_config("ff-unsupervised", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(8))
-
-
-def test_label_every_layer_appends_each_inputs_label_to_the_later_layers(monkeypatch):
-    variants = load_benchmark("ff_variants")
-    monkeypatch.setattr(variants.engine.Trainer, "__init__", variants.engine.Trainer.__init__)  # so that the patches below are undone
-    monkeypatch.setattr(variants.FFSupervised, "__init__", variants.FFSupervised.__init__)
-    monkeypatch.setitem(variants.backbones.BUILDERS, "mlp", variants.backbones.BUILDERS["mlp"])
-    variants.use_label_every_layer()
-    trainer = Trainer(load_config("ff-supervised-small", ["model.hidden=[16,16]", "data.batch_size=8", "logging.progress=false"]), random_splits(8))
-    x, y = trainer.data.train_x, trainer.data.train_y
-    seen = []
-    trainer.net.blocks[1].layers[0][2].register_forward_hook(lambda module, args, out: seen.append(args[0]))
-    views = trainer.method.make_views(x, y, torch.arange(8), torch.Generator().manual_seed(0))
-    trainer.net.forward_blocks(views.inputs)
-    appended = seen[-1][:, 16:] / variants.LABEL_VALUE
-    assert seen[-1].shape == (16, 26)
-    assert torch.equal(appended[:8], torch.nn.functional.one_hot(y, 10).float())
-    assert torch.equal(appended[8:].sum(1), torch.ones(8)) and not (appended[8:].argmax(1) == y).any()
-    trainer.method.predict(trainer.net, x[:2])
-    assert torch.equal(seen[-1][:, 16:] / variants.LABEL_VALUE, torch.eye(10).repeat(2, 1))
-    trainer.train_epoch()
-    with pytest.raises(UsageError, match="ff-supervised"):
-        Trainer(load_config("ff-unsupervised", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(8))
-
-
-def test_input_every_layer_appends_the_normalised_input_to_the_later_layers(monkeypatch):
-    variants = load_benchmark("ff_variants")
-    monkeypatch.setattr(variants.engine.Trainer, "__init__", variants.engine.Trainer.__init__)  # so that the patches below are undone
-    monkeypatch.setitem(variants.backbones.BUILDERS, "mlp", variants.backbones.BUILDERS["mlp"])
-    variants.use_input_every_layer()
-    trainer = Trainer(load_config("ff-supervised-small", ["model.hidden=[16,16]", "data.batch_size=8", "logging.progress=false"]), random_splits(8))
-    x, y = trainer.data.train_x, trainer.data.train_y
-    first, second = trainer.net.blocks
-    seen = []
-    second.layers[0][2].register_forward_hook(lambda module, args, out: seen.append(args[0]))
-    views = trainer.method.make_views(x, y, torch.arange(8), torch.Generator().manual_seed(0))
-    out1, _, _ = first(views.inputs, views)
-    _, loss2, _ = second(out1.detach(), views)
-    assert seen[-1].shape == (16, 16 + x[0].numel())
-    torch.testing.assert_close(seen[-1][:, 16:], InputNorm("rms")(views.inputs.flatten(1)))
-    loss2.backward()
-    assert all(p.grad is None for p in first.parameters())
-    assert all(p.grad is not None for p in second.parameters())
-    trainer.train_epoch()
-    with pytest.raises(UsageError, match="ff-supervised"):
-        Trainer(load_config("ff-unsupervised", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(8))
 
 
 def test_epoch_timing_alternates_the_engine_and_the_hand_written_epoch():

@@ -97,6 +97,13 @@ class ModelConfig(Section):
     activity_noise: float = Field(0.0, ge=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     input_dropout: float = Field(0.0, ge=0, lt=1)
+    blackbox: Literal["none", "sign", "quantize", "kwta"] = Field(
+        "none", description="a fixed non-differentiable box on every layer's input but the first, the same in training and evaluation: "
+        "none, sign (binary spikes), quantize (blackbox_levels levels), kwta (fixed random k-winners-take-all, blackbox_k winners)")
+    blackbox_levels: int = Field(4, ge=2, description="model.blackbox=quantize: how many evenly spaced levels span each example's range")
+    blackbox_k: int = Field(50, gt=0, description="model.blackbox=kwta: how many units (channels at each position) stay active")
+    blackbox_grad: Literal["none", "straight-through"] = Field(
+        "none", description="straight-through: the gradient passes a black box unchanged, which allows boxes inside a block (coarser train.granularity)")
 
     @field_validator("hidden", "channels")
     @classmethod

@@ -28,6 +28,7 @@ from locallearn.errors import RunError, UsageError
 from locallearn.lars import LARS
 from locallearn.methods.base import DataInfo, Method
 from locallearn.nn.backbones import build_backbone
+from locallearn.nn.blackbox import with_blackboxes
 from locallearn.nn.network import Block, LocalNet, group_layers
 from locallearn.nn.noise import set_noise_rank
 from locallearn.views.base import Views
@@ -152,6 +153,7 @@ class Trainer:
         refuse_unsupported_modes(self.method, self.dist, config.distributed)
         torch.manual_seed(config.train.seed)
         layers = self.method.build_layers(config.model, tuple(data.image_shape)) or build_backbone(config.model, tuple(data.image_shape))
+        layers = with_blackboxes(layers, config.model, config.train.granularity, config.train.seed)
         groups = group_layers(layers, config.train.granularity)
         blocks = [
             Block(block_name(config.train.granularity, i), group, self.method.objective(i, len(groups), group[-1].out_features))
