@@ -199,3 +199,9 @@ def test_a_tiny_blockwise_dino_run_beats_random_weights():
     for _ in range(run.train.epochs):
         trainer.train_epoch()
     assert last_probe() > random_weights + 0.03  # seeds 0 and 1 (data and run): +0.047 and +0.063
+
+
+def test_small_crops_refuse_the_pipeline_modes_in_one_line(data):
+    Trainer(dino("distributed.devices=[cpu,cpu]"), data)  # without small crops the blocks may be spread over devices
+    with pytest.raises(UsageError, match="pipeline|devices"):
+        Trainer(dino("distributed.devices=[cpu,cpu]", "method.dino.local_crops=2"), data)
