@@ -66,6 +66,7 @@ def test_the_centre_is_a_buffer_moved_towards_the_batch_mean_after_the_step():
 
 
 def test_the_dino_head_scores_are_cosines_to_unit_norm_prototypes():
+    torch.manual_seed(0)
     head = DINOHead(6, widths=[16, 8], prototypes=32)
     out = head(torch.randn(4, 6, 5, 5))
     assert out.shape == (4, 32) and head.out_features == 32
@@ -75,7 +76,7 @@ def test_the_dino_head_scores_are_cosines_to_unit_norm_prototypes():
     before = head(x)
     with torch.no_grad():
         head.prototypes[3] *= 10  # the gain is fixed at 1: a prototype's length changes nothing
-    assert torch.allclose(head(x), before)
+    torch.testing.assert_close(head(x), before, atol=1e-6, rtol=1e-5)  # cosines near 0 differ from rounding alone
 
 
 def test_small_crop_boxes_cover_the_asked_fraction_of_the_image():

@@ -83,6 +83,8 @@ class BlockwiseSSL(Method):
         """False with DINO's small crops: they travel from block to block in the views, which pipeline stages and device placement do not carry."""
         return not (self.options.loss == "dino" and self.options.dino.local_crops)
 
+    pipeline_refusal = "DINO's small crops (method.dino.local_crops) travel from block to block in the views, which pipeline stages and device placement do not carry"
+
     def objective(self, index: int, num_blocks: int, width: int) -> nn.Module:
         o = self.options
         if o.loss == "dino" and o.recon_weight:
