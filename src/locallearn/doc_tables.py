@@ -313,16 +313,18 @@ def first_sentence(record: dict) -> str:
 
 
 def records_table(args: list[str], root: Path = ROOT) -> str:
-    """Docs: the records of `results/FOLDER`, one line each, with each block's own accuracy (`args`: the folder, then optionally record names in the order wanted)."""
+    """Docs: the records of `results/FOLDER`, one line each with each block's own accuracy, then their commands (`args`: the folder, then optionally record names in the order wanted)."""
     folder, order = args[0], args[1:]
     records = {r["name"]: r for r in load_records(root / "results" / folder)}
     if not records or not set(order) <= set(records):
         raise ValueError(f"results/{folder} has no records {', '.join(sorted(set(order) - set(records))) or ''}".strip())
     rows = [records[name] for name in order or records]
-    return markdown_table(rows, [("run", "name"), ("what", first_sentence), ("granularity", "summary.granularity"),
-                                 ("test", lambda r: percent(r["summary"].get("test_accuracy"))),
-                                 ("val", lambda r: percent(r["summary"].get("val_accuracy"))),
-                                 ("each block alone, test %", per_block), ("command", lambda r: f"`{r['command']}`")])
+    table = markdown_table(rows, [("run", "name"), ("what", first_sentence), ("granularity", "summary.granularity"),
+                                  ("test", lambda r: percent(r["summary"].get("test_accuracy"))),
+                                  ("val", lambda r: percent(r["summary"].get("val_accuracy"))),
+                                  ("each block alone, test %", per_block)])
+    commands = "".join(f"- `{r['name']}`: `{r['command']}`\n" for r in rows)
+    return f"{table}\nThe commands (records in `results/{folder}/`):\n\n{commands}"
 
 
 # ---- the README and the docs' hook -------------------------------------------------------
