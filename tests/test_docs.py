@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from mkdocs.structure.files import Files
 
 from locallearn import doc_tables
 from locallearn.config import preset_names
@@ -124,6 +123,7 @@ def test_records_table_lists_the_records_asked_in_their_order():
 
 
 def test_docs_hook_publishes_the_result_plots_that_pages_link_as_in_the_repository(tmp_path):
+    Files = pytest.importorskip("mkdocs.structure.files", reason="the docs extra is not installed").Files
     spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
     hooks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hooks)
