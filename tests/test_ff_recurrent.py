@@ -1,0 +1,120 @@
+"""Recurrent Forward-Forward: the damped top-down net, locality over layers and time, batched classification, learning, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import prototype_splits
+from locallearn.config import ModelConfig
+from locallearn.methods.base import DataInfo
+from locallearn.methods.ff_recurrent import FFRecurrent, FFRecurrentOptions
+from locallearn.nn.layers import InputNorm
+from locallearn.nn.network import Block, LocalNet
+from locallearn.nn.recurrent import RecurrentLayer, initial_states, time_step
+from locallearn.objectives.goodness import goodness
+
+INFO = DataInfo(num_classes=4, image_shape=(1, 6, 6), pixel_low=-1.0, pixel_high=1.0)
+
+
+def small_net(seed: int = 0, hidden=(16, 12, 8), **options) -> tuple[FFRecurrent, LocalNet]:
+    """A recurrent FF method and its net over 6x6 images and 4 classes, built as the engine builds them."""
+    torch.manual_seed(seed)
+    method = FFRecurrent(FFRecurrentOptions(**options), INFO)
+    layers = method.build_layers(ModelConfig(hidden=list(hidden)), INFO.image_shape)
+    blocks = [Block(f"layer{i + 1}", [layer], method.objective(i, len(layers), layer.out_features)) for i, layer in enumerate(layers)]
+    return method, LocalNet(blocks)
+
+
+def batch(n: int = 6, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *INFO.image_shape, generator=g), torch.randint(0, INFO.num_classes, (n,), generator=g)
+
+
+def test_a_layer_is_driven_by_its_normalised_neighbours_and_damped_towards_its_previous_state():
+    torch.manual_seed(0)
+    layer = RecurrentLayer(below=5, above=3, width=4, damping=0.3)
+    below, above, previous = torch.randn(2, 5), torch.randn(2, 3), torch.rand(2, 4)
+    norm = InputNorm("rms")
+    computed = torch.relu(norm(below) @ layer.bottom_up.weight.T + layer.bottom_up.bias + norm(above) @ layer.top_down.weight.T)
+    torch.testing.assert_close(layer((below, above, previous)), 0.3 * previous + 0.7 * computed)
+    torch.testing.assert_close(layer((below, None, None)), torch.relu(layer.bottom_up(norm(below))))  # the bottom-up first pass
+    torch.testing.assert_close(layer((3 * below, 5 * above, previous)), layer((below, above, previous)))  # only the neighbours' directions count
+
+
+def test_the_image_is_below_the_first_layer_and_the_label_above_the_last():
+    _, net = small_net()
+    shapes = [(b.layers[0].bottom_up.in_features, b.layers[0].top_down.in_features, b.out_features) for b in net.blocks]
+    assert shapes == [(36, 12, 16), (16, 8, 12), (12, 4, 8)]
+
+
+def local_gradients(method: FFRecurrent, net: LocalNet, views) -> list[list[torch.Tensor]]:
+    """Each layer's gradient, summed over the time steps, of its loss at each step alone, with every input it reads a fresh leaf.
+
+    States are replayed without grad; at step t layer l's loss is differentiated with respect to all
+    parameters of the net and to its inputs: it must reach its own layer's weights only.
+    """
+    image, steps = views.inputs.flatten(1), method.options.iterations
+    params = list(net.parameters())
+    own = [{id(p) for p in block.parameters()} for block in net.blocks]
+    totals = [[torch.zeros_like(p) for p in block.parameters()] for block in net.blocks]
+    with torch.no_grad():
+        states = initial_states(net.blocks, image)
+    for _ in range(steps):
+        below, above = [image, *states[:-1]], [*states[1:], views.top]
+        for l, block in enumerate(net.blocks):
+            _, loss, _ = block((below[l], above[l], states[l]), views)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            assert all(g is None for p, g in zip(params, grads) if id(p) not in own[l])  # no gradient reaches another layer
+            for total, g in zip(totals[l], [g for p, g in zip(params, grads) if id(p) in own[l]]):
+                total += g / steps
+        with torch.no_grad():
+            states = time_step(net.blocks, states, image, views.top)
+    return totals
+
+
+def test_each_update_is_the_sum_of_every_layers_own_loss_at_every_step_with_no_gradient_through_time():
+    """The method's step accumulates exactly the per-layer, per-step local gradients: none across layers or back in time."""
+    method, net = small_net(iterations=4, scored_iterations=[2, 3])
+    x, y = batch()
+    views = method.make_views(x, y, torch.arange(6), torch.Generator().manual_seed(0))
+    expected = local_gradients(method, net, views)
+    frozen = [torch.optim.SGD(block.parameters(), lr=0.0) for block in net.blocks]  # keeps the gradients for us to read
+    metrics, output = method.train_step(list(net.blocks), frozen, views)
+    for block, grads in zip(net.blocks, expected):
+        for p, g in zip(block.parameters(), grads):
+            torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
+    assert not output.requires_grad and [set(m) for m in metrics] == [{"ff_loss", "g_pos", "g_neg", "loss"}] * 3
+
+    # the comparison would catch a gradient through time: layer 1's loss at step 2 reaching back through its state at step 1
+    image, weight = views.inputs.flatten(1), net.blocks[0].layers[0].bottom_up.weight
+    with torch.no_grad():
+        states = initial_states(net.blocks, image)
+    first = net.blocks[0]((image, states[1], states[0]))
+    leaky = net.blocks[0]((image, states[1], first), views)[1]
+    local = net.blocks[0]((image, states[1], first.detach()), views)[1]
+    assert not torch.allclose(torch.autograd.grad(leaky, weight)[0], torch.autograd.grad(local, weight)[0])
+
+
+def test_the_batched_classification_equals_running_each_label_alone_for_all_iterations():
+    method, net = small_net(iterations=8)
+    with torch.no_grad():  # a strong top-down input, so that the label visibly changes every layer's goodness
+        for layer in net.blocks:
+            layer.layers[0].top_down.weight.mul_(5)
+    x, _ = batch(5)
+    batched = method.goodness_per_label(net, x)
+    image = x.flatten(1)
+    for label in range(INFO.num_classes):
+        top = F.one_hot(torch.full((5,), label), INFO.num_classes).float()
+        with torch.no_grad():
+            states, kept = initial_states(net.blocks, image), []
+            for t in range(1, 9):  # the paper's 8 iterations; steps 3-5 are scored
+                states = time_step(net.blocks, states, image, top)
+                if t in (3, 4, 5):
+                    kept.append([goodness(s) for s in states])
+        for l, per_layer in enumerate(batched):
+            torch.testing.assert_close(per_layer[:, label], torch.stack([k[l] for k in kept]).mean(0))
+    scores = method.predict(net, x)
+    assert torch.equal(scores["goodness"], sum(batched)) and scores["goodness"].shape == (5, INFO.num_classes)
+    assert len({tuple(s.tolist()) for s in batched[-1].T}) == INFO.num_classes  # the label changes the top layer's goodness
