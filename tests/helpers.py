@@ -89,23 +89,41 @@ def grating_splits(n_train: int = 1000, n_test: int = 500, size: int = 16, noise
     return DataSplits(train_x, train_y, val_x, val_y, test_x, test_y, classes, (1, size, size), 0.0, 1.0, -1.0, 1.0)
 
 
-def gradient_leaks(trainer, views) -> list[tuple[int, int]]:
-    """(owner block, loss block) of every gradient one training step sends to a parameter outside the block whose loss made it."""
+def gradient_leaks(trainer, views, step=None) -> list[tuple[int, int]]:
+    """(owner block, loss block) of every parameter outside a block that the block's loss has a gradient path to, in one training step.
+
+    Each objective's loss is differentiated, as soon as it is computed, with respect to every
+    trainable parameter of the other blocks, so the check does not depend on when a step
+    calls backward (a recurrent step may sum its losses) nor on how often a block's objective
+    runs. `step` is the training step to check: by default the method's own, else the engine's.
+    """
     from locallearn.engine import train_step
 
-    owner = {id(p): i for i, block in enumerate(trainer.net.blocks) for p in block.parameters()}
-    current: dict[str, int] = {}
-    leaks: list[tuple[int, int]] = []
-    for index, block in enumerate(trainer.net.blocks):
-        original = block.objective.forward
+    blocks = trainer.net.blocks
+    trainable = [[p for p in block.parameters() if p.requires_grad] for block in blocks]
+    leaks: set[tuple[int, int]] = set()
+    calls = [0] * len(blocks)
 
-        def tagged(out, step_views, _original=original, _index=index):
-            current["block"] = _index
-            return _original(out, step_views)
+    def checked(index: int, objective):
+        original = objective.forward
 
-        block.objective.forward = tagged
-    for param in trainer.net.parameters():
-        param.register_hook(lambda grad, _p=param: leaks.append((owner[id(_p)], current["block"])) if owner[id(_p)] != current["block"] else None)
-    train_step(trainer.net.blocks, trainer.optimizers, views)
-    assert current["block"] == len(trainer.net.blocks) - 1
-    return leaks
+        def forward(out, step_views):
+            loss, metrics = original(out, step_views)
+            others = [(owner, p) for owner, params in enumerate(trainable) if owner != index for p in params]
+            if others:
+                grads = torch.autograd.grad(loss, [p for _, p in others], allow_unused=True, retain_graph=True)
+                leaks.update((owner, index) for (owner, _), grad in zip(others, grads) if grad is not None)
+            calls[index] += 1
+            return loss, metrics
+
+        return forward
+
+    for index, block in enumerate(blocks):
+        block.objective.forward = checked(index, block.objective)
+    try:
+        (step or trainer.method.train_step or train_step)(blocks, trainer.optimizers, views, "fp32")
+    finally:
+        for block in blocks:
+            del block.objective.forward
+    assert all(calls), f"a step must compute every block's objective; calls per block: {calls}"
+    return sorted(leaks)

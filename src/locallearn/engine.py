@@ -3,7 +3,8 @@
 The whole algorithm is `train_step`: each block runs forward on the detached output of
 the block before it, computes its own objective, and updates only its own parameters.
 `out.detach()` is the only place where the graph is cut. The engine knows nothing about
-any particular method: a method supplies views and objectives.
+any particular method: a method supplies views and objectives, and may use the extension
+points of `Method` (its own layers, its own step for a recurrent net, a hook after each step).
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ class Divergence(RunError):
 
 
 def train_step(blocks, optimizers: list[torch.optim.Optimizer], views: Views, precision: str = "fp32") -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
-    """One step of local learning over `blocks`; returns each block's metrics and the last block's detached output.
+    """One step of local learning over `blocks`; returns each block's metrics (with its `loss`) and the last block's detached output.
 
     A block called with the views returns its output, its local loss and metrics; the
     blocks may be wrapped (DistributedDataParallel, a device placement) as long as they
     keep that call. `precision="bf16"` runs forward and loss under bfloat16 autocast.
     """
     h = views.inputs
-    metrics, losses = [], []
+    metrics = []
     for block, optimizer in zip(blocks, optimizers):
         with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             out, loss, block_metrics = block(h, views)
@@ -53,14 +54,12 @@ def train_step(blocks, optimizers: list[torch.optim.Optimizer], views: Views, pr
         optimizer.step()
         h = out.detach()  # the only cut: no gradient crosses a block boundary
         metrics.append(block_metrics)
-        losses.append(loss.detach().float())
-    check_finite(blocks, losses)
     return metrics, h
 
 
 def check_finite(blocks, losses: list[torch.Tensor]) -> None:
     """Raise `Divergence` naming the first block whose loss is NaN or infinite (one device sync per step)."""
-    finite = torch.isfinite(torch.stack([loss.to(losses[0].device) for loss in losses]))
+    finite = torch.isfinite(torch.stack([loss.float().to(losses[0].device) for loss in losses]))
     if not bool(finite.all()):
         index = int((~finite).nonzero()[0])
         name = getattr(blocks[index], "name", None) or blocks[index].module.name
@@ -150,8 +149,9 @@ class Trainer:
         method_cls = methods.get(config.method.name)
         info = DataInfo(data.num_classes, tuple(data.image_shape), data.pixel_low, data.pixel_high)
         self.method: Method = method_cls(method_cls.Options.model_validate(_method_keys(config)), info)
+        refuse_unsupported_modes(self.method, self.dist, config.distributed)
         torch.manual_seed(config.train.seed)
-        layers = build_backbone(config.model, tuple(data.image_shape))
+        layers = self.method.build_layers(config.model, tuple(data.image_shape)) or build_backbone(config.model, tuple(data.image_shape))
         groups = group_layers(layers, config.train.granularity)
         blocks = [
             Block(block_name(config.train.granularity, i), group, self.method.objective(i, len(groups), group[-1].out_features))
@@ -165,10 +165,10 @@ class Trainer:
                 block.layers.compile()
         shard = self.dist.data_parallel
         self.batcher = train_batches(data, config.data.batch_size, config.train.seed, self.dist.rank if shard else 0, self.dist.world if shard else 1)
-        total_steps = config.train.epochs * len(self.batcher)
+        self.total_steps = config.train.epochs * len(self.batcher)
         rates = block_learning_rates(config.optim, len(blocks))
-        self.optimizers = [make_optimizer(block.parameters(), config.optim, lr) for block, lr in zip(self.net.blocks, rates)]
-        self.schedules = [make_schedule(opt, config.optim, total_steps) for opt in self.optimizers]
+        self.optimizers = [make_optimizer(block.trainable_parameters(), config.optim, lr) for block, lr in zip(self.net.blocks, rates)]
+        self.schedules = [make_schedule(opt, config.optim, self.total_steps) for opt in self.optimizers]
         self.own, self.steps, self.link = self._place_blocks()
         self.epoch = 0  # completed epochs
         self.partial: EpochProgress | None = None  # the unfinished epoch, if training stopped inside one
@@ -213,14 +213,17 @@ class Trainer:
             part = EpochProgress(sums=[{} for _ in self.net.blocks])
         self.net.train()
         optimizers = [self.optimizers[i] for i in self.own]
+        step_fn = self.method.train_step or train_step
         stopped = False
         for views in self.link.views(part.step):
             if self.config.train.channels_last and views.inputs.dim() == 4:
                 views.inputs = views.inputs.contiguous(memory_format=torch.channels_last)
+            step_metrics, output = step_fn(self.steps, optimizers, views, self.config.train.precision)
             try:
-                step_metrics, output = train_step(self.steps, optimizers, views, self.config.train.precision)
+                check_finite(self.steps, [metrics["loss"] for metrics in step_metrics])
             except Divergence as err:
                 raise Divergence(f"{err} at epoch {self.epoch + 1}, step {part.step + 1}; lower optim.lr (the last checkpoint is kept)") from None
+            self.method.after_step(self.net, self.epoch * len(self.batcher) + part.step, self.total_steps)
             for i, metrics in zip(self.own, step_metrics):
                 totals = part.sums[i]
                 for key, value in metrics.items():
@@ -249,6 +252,16 @@ class Trainer:
             "epoch_seconds": part.seconds,
             "samples_per_second": self.batcher.num_examples / part.seconds,
         }
+
+
+def refuse_unsupported_modes(method: Method, dist: DistContext, cfg) -> None:
+    """A one-line `UsageError` when the run asks for a mode the method declares it cannot train in."""
+    if not method.supports_pipeline and (dist.pipeline or cfg.devices):
+        raise UsageError(f"method {method.name!r} cannot run as a pipeline (distributed.mode=pipeline or distributed.devices): its blocks are not "
+                         "a feed-forward chain whose stages could run one after another; run it in one process or with distributed.mode=data")
+    if not method.supports_data_parallel and dist.data_parallel:
+        raise UsageError(f"method {method.name!r} cannot train data parallel (distributed.mode=data over {dist.world} processes): it declares "
+                         "supports_data_parallel=False; run it in one process")
 
 
 def _method_keys(config: Config) -> dict:

@@ -132,7 +132,7 @@ def model_pictures(run: Run, plots: Path) -> list[tuple[str, str]]:
     if getattr(data, "val_x", None) is None:
         return figures  # streamed data (imagefolder): no validation images in memory to draw from
     generator = torch.Generator(device=data.val_x.device).manual_seed(0)
-    if getattr(trainer.method.options, "negatives", None) == "hybrid":
+    if trainer.method.negatives == "hybrid":
         save_hybrid_examples(plots / "hybrid_negatives.png", data.val_x[:6], generator, trainer.method.options.blurs)
         figures.append(("Hybrid negatives (image, partner, mask, hybrid)", "plots/hybrid_negatives.png"))
     if plot_goodness_histograms(trainer, plots / "goodness_histograms.png", generator):
@@ -145,7 +145,7 @@ def plot_goodness_histograms(trainer, path: Path, generator: torch.Generator) ->
     """Histograms of each block's goodness on validation positives and the method's negatives (FF methods)."""
     data, net = trainer.data, trainer.net
     count = min(1000, data.val_x.shape[0])
-    if count == 0 or not hasattr(net.blocks[0].objective, "goodness_kind"):
+    if count == 0 or trainer.method.goodness_kind is None:
         return False
     views = trainer.method.make_views(data.val_x[:count], data.val_y[:count], torch.arange(count), generator)
     if views.num_positive == views.inputs.shape[0]:

@@ -269,7 +269,7 @@ def epoch_line(record: dict, primary: str) -> str:
 
 
 def make_summary(config: Config, preset: str, trainer: Trainer, history: list[dict], results: dict, per_block: list[dict], command: str | None = None) -> dict:
-    use_readout = trainer.method.primary == "readout" or getattr(trainer.method.options, "classifier", None) == "readout"
+    use_readout = trainer.method.uses_readout
     primary = trainer.method.primary
     test_acc = results.get("readout", {}).get("test") if use_readout else results["test"][primary]
     val_acc = results.get("readout", {}).get("val") if use_readout else results["val"].get(primary)

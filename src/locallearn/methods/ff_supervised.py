@@ -62,6 +62,14 @@ class FFSupervised(Method):
                              f"the data has {data.num_classes} classes, so at most {data.num_classes - 1}")
         self.hard_labels: torch.Tensor | None = None
 
+    @property
+    def uses_readout(self) -> bool:
+        return self.options.classifier == "readout"
+
+    @property
+    def goodness_kind(self) -> str:
+        return self.options.goodness
+
     def objective(self, index: int, num_blocks: int, width: int) -> FFGoodnessLoss:
         return ff_objective(self.options, width)
 

@@ -38,6 +38,14 @@ class FFUnsupervised(Method):
     Options = FFUnsupervisedOptions
     primary = "readout"
 
+    @property
+    def goodness_kind(self) -> str:
+        return self.options.goodness
+
+    @property
+    def negatives(self) -> str | None:
+        return "hybrid" if self.options.negatives == "hybrid" else None
+
     def objective(self, index: int, num_blocks: int, width: int) -> FFGoodnessLoss:
         return ff_objective(self.options, width)
 

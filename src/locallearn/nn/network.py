@@ -44,6 +44,10 @@ class Block(nn.Module):
 
     `block(x)` is the layers' output; `block(x, views)` also computes the local objective
     and returns `(output, loss, metrics)`, one call that DistributedDataParallel can wrap.
+
+    An objective that owns modules following the block (e.g. a frozen teacher copy of its
+    layers) defines `bind(layers)`, called once the layers exist; what it builds is then a
+    submodule of the block, saved in checkpoints and moved by `.to(device)`.
     """
 
     def __init__(self, name: str, layers: list[nn.Module], objective: nn.Module):
@@ -52,6 +56,13 @@ class Block(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.objective = objective
         self.out_features = layers[-1].out_features
+        bind = getattr(objective, "bind", None)
+        if bind is not None:
+            bind(self.layers)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the block's optimizer updates: all but frozen ones (a teacher's)."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     def forward(self, x: torch.Tensor, views=None):
         out = self.layers(x)
