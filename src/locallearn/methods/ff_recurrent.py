@@ -21,7 +21,7 @@ from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from locallearn.errors import UsageError
 from locallearn.methods.base import Method
@@ -45,17 +45,13 @@ class FFRecurrentOptions(FFOptions, ScoreOptions):
 
     @field_validator("scored_iterations")
     @classmethod
-    def _increasing(cls, steps: list[int]) -> list[int]:
+    def _increasing_trained_steps(cls, steps: list[int], info: ValidationInfo) -> list[int]:
         if not steps or steps[0] < 1 or any(b <= a for a, b in zip(steps, steps[1:])):
             raise ValueError("must be a non-empty, increasing list of time steps counted from 1")
+        iterations = info.data.get("iterations", steps[-1])
+        if steps[-1] > iterations:
+            raise ValueError(f"reaches past the {iterations} iterations the net is trained on (method.iterations); score only trained steps")
         return steps
-
-    @model_validator(mode="after")
-    def _scored_within_training(self):
-        if self.scored_iterations[-1] > self.iterations:
-            raise ValueError(f"scored_iterations {self.scored_iterations} reach past the {self.iterations} iterations the net is trained on; "
-                             "score only trained steps or raise method.iterations")
-        return self
 
 
 @dataclass
@@ -70,16 +66,18 @@ class FFRecurrent(Method):
     Options = FFRecurrentOptions
     primary = "goodness"
     supports_pipeline = False  # every layer reads the layer above it at the step before: no stage can run ahead of the next one
-    goodness_kind = "sum"
 
     def __init__(self, options: FFRecurrentOptions, data):
         super().__init__(options, data)
         if options.negatives_per_positive >= data.num_classes:
             raise UsageError(f"method.negatives_per_positive={options.negatives_per_positive} asks for more wrong labels than there are: "
                              f"the data has {data.num_classes} classes, so at most {data.num_classes - 1}")
-        self.goodness_kind = options.goodness
         self.num_layers: int | None = None
         self.hard_labels: torch.Tensor | None = None
+
+    @property
+    def goodness_kind(self) -> str:
+        return self.options.goodness
 
     def build_layers(self, model, image_shape: tuple[int, ...]):
         """The recurrent MLP of widths `model.hidden` between the flattened image and the label."""
