@@ -137,6 +137,8 @@ def test_a_tiny_recurrent_net_learns_and_its_first_layer_hears_the_label_from_ab
     after = classify(trainer.method, trainer.net, data.val_x, data.val_y, 200)
     assert after["goodness"] >= 0.8 and after["goodness"] > before["goodness"] + 0.3, (before, after)
     assert after["layer1"] >= 0.5, after
+    features = trainer.method.features(trainer.net, data.val_x[:5])  # probes read each layer with a neutral label on top
+    assert [tuple(f.shape) for f in features] == [(5, 64), (5, 64)]
 
 
 def without_times(record: dict) -> dict:
