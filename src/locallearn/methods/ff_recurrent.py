@@ -27,7 +27,7 @@ from locallearn.errors import UsageError
 from locallearn.methods.base import Method
 from locallearn.methods.ff_common import FFOptions, ScoreOptions, block_and_summed_scores, ff_objective, probe_features
 from locallearn.nn.network import LocalNet
-from locallearn.nn.recurrent import initial_states, recurrent_layers, scored_states, time_step
+from locallearn.nn.recurrent import initial_states, recurrent_layers, scored_mean, time_step
 from locallearn.objectives.goodness import FFGoodnessLoss
 from locallearn.views.base import Views
 from locallearn.views.labels import hard_wrong_labels, uniform_wrong_labels
@@ -136,8 +136,8 @@ class FFRecurrent(Method):
         b, c = x.shape[0], self.data.num_classes
         image = x.flatten(1).repeat_interleave(c, dim=0)
         top = self.one_hot(torch.arange(c, device=x.device).repeat(b))
-        kept = scored_states(net.blocks, image, top, self.options.scored_iterations)
-        return [torch.stack([block.objective.score(s) for s in states]).mean(0).view(b, c) for block, states in zip(net.blocks, kept)]
+        scores = scored_mean(net.blocks, image, top, self.options.scored_iterations, lambda block, state: block.objective.score(state))
+        return [score.view(b, c) for score in scores]
 
     def predict(self, net: LocalNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return block_and_summed_scores(net, self.goodness_per_label(net, x), self.options)
@@ -146,8 +146,7 @@ class FFRecurrent(Method):
     def features(self, net: LocalNet, x: torch.Tensor) -> list[torch.Tensor]:
         """Each layer's state averaged over `scored_iterations` with a neutral label (all classes equal) clamped on top."""
         top = torch.full((x.shape[0], self.data.num_classes), 1.0 / self.data.num_classes, device=x.device)
-        kept = scored_states(net.blocks, x.flatten(1), top, self.options.scored_iterations)
-        return probe_features([torch.stack(states).mean(0) for states in kept], self.options.probe_pool)
+        return probe_features(scored_mean(net.blocks, x.flatten(1), top, self.options.scored_iterations), self.options.probe_pool)
 
     def start_epoch(self, net, epoch, train_x, train_y, generator, batch_size) -> None:
         if self.options.negatives != "hard" or epoch % self.options.hard_refresh_epochs:

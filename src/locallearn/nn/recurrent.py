@@ -9,7 +9,7 @@ so a layer's loss at a time step reaches only that layer's weights, through that
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -69,13 +69,16 @@ def time_step(blocks, states: list[torch.Tensor], image: torch.Tensor, top: torc
     return [block((b, a, s), views) for block, b, a, s in zip(blocks, below, above, states)]
 
 
-def scored_states(blocks, image: torch.Tensor, top: torch.Tensor, scored: list[int]) -> list[list[torch.Tensor]]:
-    """Each layer's states at the time steps in `scored` (1-based), running only as far as the last of them."""
+def scored_mean(blocks, image: torch.Tensor, top: torch.Tensor, scored: list[int], measure: Callable = lambda block, state: state) -> list[torch.Tensor]:
+    """Each layer's `measure(block, state)` (default: the state) averaged over the time steps in `scored` (1-based).
+
+    The net runs only as far as the last scored step (later steps cannot change the average),
+    and only one running sum per layer is kept.
+    """
     states = initial_states(blocks, image)
-    kept: list[list[torch.Tensor]] = [[] for _ in blocks]
+    sums: list = [0.0] * len(blocks)
     for t in range(1, max(scored) + 1):
         states = time_step(blocks, states, image, top)
         if t in scored:
-            for layer, state in zip(kept, states):
-                layer.append(state)
-    return kept
+            sums = [total + measure(block, state) for total, block, state in zip(sums, blocks, states)]
+    return [total / len(scored) for total in sums]
