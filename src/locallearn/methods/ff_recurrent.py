@@ -62,6 +62,13 @@ class RecurrentViews(Views):
 
 
 class FFRecurrent(Method):
+    """Recurrent FF: builds its own net (`build_layers`) and runs its time steps (`train_step`).
+
+    Data parallel works as for any method (each time step is one forward and one backward
+    of every block, so DistributedDataParallel averages every step's gradients); a pipeline
+    cannot, and is refused.
+    """
+
     name = "ff-recurrent"
     Options = FFRecurrentOptions
     primary = "goodness"
