@@ -127,3 +127,25 @@ def gradient_leaks(trainer, views, step=None) -> list[tuple[int, int]]:
             del block.objective.forward
     assert all(calls), f"a step must compute every block's objective; calls per block: {calls}"
     return sorted(leaks)
+
+
+def stop_and_resume(first, config, data, folder: Path, steps: int):
+    """Stop `first` after `steps` steps of its next epoch, checkpoint it into `folder`, and return a new trainer resumed from there.
+
+    The exact-resume tests compare what this trainer goes on to do with an uninterrupted one."""
+    from locallearn.checkpoint import load_checkpoint, save_checkpoint
+    from locallearn.engine import Trainer
+
+    def stop(step, total, sums):
+        first.stop_requested = step >= steps
+
+    assert first.train_epoch(progress=stop) is None and first.partial.step == steps
+    save_checkpoint(folder, first, {})
+    resumed = Trainer(config, data)
+    load_checkpoint(folder, resumed)
+    assert resumed.partial.step == steps
+    return resumed
+
+
+def without_times(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("epoch_seconds", "samples_per_second")}

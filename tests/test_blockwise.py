@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import gradient_leaks, prototype_splits
-from locallearn.checkpoint import load_checkpoint, save_checkpoint
+from helpers import gradient_leaks, prototype_splits, stop_and_resume
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
@@ -187,14 +186,7 @@ def test_stop_inside_an_epoch_and_resume_is_exact_with_views_and_noise(tmp_path,
         reference.train_epoch()
     first = Trainer(run, data)
     first.train_epoch()
-
-    def stop_at_step_2(step, total, sums):
-        first.stop_requested = step >= 2
-
-    assert first.train_epoch(progress=stop_at_step_2) is None
-    save_checkpoint(tmp_path, first, {})
-    resumed = Trainer(run, data)
-    load_checkpoint(tmp_path, resumed)
+    resumed = stop_and_resume(first, run, data, tmp_path, steps=2)
     resumed.train_epoch()
     for (name, mine), theirs in zip(resumed.net.state_dict().items(), reference.net.state_dict().values()):
         assert torch.equal(mine, theirs), name

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from helpers import gradient_leaks, prototype_splits
+from helpers import prototype_splits
 from locallearn.checkpoint import load_checkpoint, save_checkpoint
 from locallearn.config import load_config
 from locallearn.engine import Trainer

@@ -10,9 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import tiny_config, tiny_splits
+from helpers import stop_and_resume, tiny_config, tiny_splits
 from locallearn import methods
-from locallearn.checkpoint import load_checkpoint, save_checkpoint
 from locallearn.distributed.context import DistContext
 from locallearn.engine import Divergence, Trainer, lr_factor, train_step
 from locallearn.errors import UsageError
@@ -204,14 +203,7 @@ def test_resume_inside_an_epoch_is_exact_with_teachers_and_per_step_method_state
 
     first = Trainer(config, data)
     first.train_epoch()
-
-    def stop_at_step_3(step, total, sums):
-        first.stop_requested = step >= 3
-
-    assert first.train_epoch(progress=stop_at_step_3) is None
-    save_checkpoint(tmp_path, first, {})
-    resumed = Trainer(config, data)
-    load_checkpoint(tmp_path, resumed)
+    resumed = stop_and_resume(first, config, data, tmp_path, steps=3)
     assert int(resumed.method.count) == len(first.batcher) + 3
     resumed.train_epoch()
     assert torch.equal(resumed.method.count, reference.method.count)

@@ -13,13 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import tiny_config, tiny_dataset_folder, tiny_splits
+from helpers import stop_and_resume, tiny_config, tiny_dataset_folder, tiny_splits, without_times
 from locallearn.checkpoint import load_checkpoint, save_checkpoint
 from locallearn.engine import Trainer
 
 
-def without_times(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in ("epoch_seconds", "samples_per_second")}
 
 
 @pytest.mark.parametrize("preset, overrides", [("ff-bench", ["method.negatives=hard", "model.dropout=0.3", "model.input_dropout=0.1"]), ("backprop-mlp", ["train.granularity=layer"])])
@@ -31,17 +29,8 @@ def test_stop_inside_an_epoch_and_resume_is_exact(tmp_path, preset, overrides):
 
     first = Trainer(config, data)
     records = [first.train_epoch()]
-
-    def stop_at_step_3(step, total, sums):
-        first.stop_requested = step >= 3
-
-    assert first.train_epoch(progress=stop_at_step_3) is None
-    assert first.partial.step == 3 and first.epoch == 1
-    save_checkpoint(tmp_path, first, {})
-
-    resumed = Trainer(config, data)
-    load_checkpoint(tmp_path, resumed)
-    assert resumed.partial.step == 3
+    resumed = stop_and_resume(first, config, data, tmp_path, steps=3)
+    assert first.epoch == 1
     records.append(resumed.train_epoch())
     assert [without_times(r) for r in records] == expected
     for mine, theirs in zip(resumed.net.state_dict().values(), reference.net.state_dict().values()):

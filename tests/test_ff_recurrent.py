@@ -6,9 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import tiny_config, tiny_splits
-from locallearn.checkpoint import load_checkpoint, save_checkpoint
-from locallearn.config import ModelConfig, load_config
+from helpers import stop_and_resume, tiny_config, tiny_splits, without_times
+from locallearn.config import ModelConfig
 from locallearn.engine import Trainer
 from locallearn.errors import UsageError
 from locallearn.evaluate import classify
@@ -141,8 +140,6 @@ def test_a_tiny_recurrent_net_learns_and_its_first_layer_hears_the_label_from_ab
     assert [tuple(f.shape) for f in features] == [(5, 64), (5, 64)]
 
 
-def without_times(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in ("epoch_seconds", "samples_per_second")}
 
 
 def test_stop_inside_an_epoch_and_resume_is_exact(tmp_path):
@@ -154,15 +151,8 @@ def test_stop_inside_an_epoch_and_resume_is_exact(tmp_path):
     first = Trainer(config, data)
     records = [first.train_epoch()]
     assert not (first.method.hard_labels[:, 0] == data.train_y).any()
-
-    def stop_at_step_3(step, total, sums):
-        first.stop_requested = step >= 3
-
-    assert first.train_epoch(progress=stop_at_step_3) is None
-    save_checkpoint(tmp_path, first, {})
-    resumed = Trainer(config, data)
-    load_checkpoint(tmp_path, resumed)
-    assert resumed.partial.step == 3 and torch.equal(resumed.method.hard_labels, first.method.hard_labels)
+    resumed = stop_and_resume(first, config, data, tmp_path, steps=3)
+    assert torch.equal(resumed.method.hard_labels, first.method.hard_labels)
     records.append(resumed.train_epoch())
     assert [without_times(r) for r in records] == expected
     for (name, mine), theirs in zip(resumed.net.state_dict().items(), reference.net.state_dict().values()):

@@ -3,7 +3,6 @@ the 8-convolution VGG at every K, deeper local heads and InfoPro's reconstructio
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from locallearn.errors import UsageError
 from locallearn.nn.backbones import BUILDERS, build_backbone
 from locallearn.nn.heads import PoolProjector
 from locallearn.nn.network import group_layers
-from locallearn.nn.resnet import RESNETS, Residual, stem
+from locallearn.nn.resnet import RESNETS, stem
 from locallearn.objectives.classification import LocalClassifierLoss
 from locallearn.objectives.reconstruction import InformationPreserving
 

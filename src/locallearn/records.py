@@ -129,7 +129,7 @@ def lookup(record: dict, dotted: str) -> Any:
     return value
 
 
-Column = tuple[str, "str | Callable[[dict], Any]"]
+Column = tuple[str, str | Callable[[dict], Any]]
 
 
 def markdown_table(records: Sequence[dict], columns: Sequence[Column]) -> str:
