@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from locallearn.errors import UsageError, did_you_mean
 from locallearn.nn.backbones import BUILDERS
+from locallearn.optim import OPTIMIZERS, SCHEDULES
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -141,12 +142,12 @@ class TrainConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["adam", "sgd", "lars"] = Field("adam", description="Optimizer of every block: adam, sgd or lars (SGD with layer-wise trust ratios).")
+    name: Literal[tuple(OPTIMIZERS)] = Field("adam", description="Optimizer of every block: adam, sgd or lars (SGD with layer-wise trust ratios).")
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd, lars: momentum.")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay (L2 penalty on the weights).")
     trust_coefficient: float = Field(0.001, gt=0, description="lars: trust coefficient of the layer-wise rate.")
-    schedule: Literal["constant", "linear-decay", "cosine"] = Field("constant", description="Learning-rate schedule: constant, linear-decay (constant, then linear to zero from optim.decay_start) or cosine.")
+    schedule: Literal[tuple(SCHEDULES)] = Field("constant", description="Learning-rate schedule: constant, linear-decay (constant, then linear to zero from optim.decay_start) or cosine.")
     decay_start: float = Field(0.5, ge=0, le=1, description="linear-decay: fraction of the run after which the rate decays linearly to zero.")
     warmup: float = Field(0.0, ge=0, lt=1, description="Fraction of the steps with a linear warm-up from zero.")
     block_lr_scale: Optional[list[float]] = Field(None, description="Factors of optim.lr for the blocks in order, the last for every later block, e.g. [1,0.3] (null: 1 for all).")

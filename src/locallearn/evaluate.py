@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from locallearn.engine import lr_factor
-from locallearn.knn import knn_predict
 from locallearn.methods.base import Method
 from locallearn.nn.network import LocalNet
+from locallearn.optim import lr_factor
 
 if TYPE_CHECKING:
     from locallearn.config import Config
@@ -226,9 +225,27 @@ def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int]
     return results
 
 
+@torch.no_grad()
+def knn_predict(train_feats: Tensor, train_y: Tensor, test_feats: Tensor, k: int = 20, temperature: float = 0.07, num_classes: int | None = None, max_elements: int = 2**25) -> Tensor:
+    """Weighted k-nearest-neighbour class scores (N_test, num_classes), as InstDisc (Wu et al. 2018) and DINO evaluate:
+    each of a test example's `k` nearest training examples by cosine similarity votes for its class with weight
+    `exp(similarity / temperature)`. Test examples go in chunks whose similarity matrix stays under `max_elements` numbers."""
+    num_classes = num_classes or int(train_y.max()) + 1
+    k = min(k, train_feats.shape[0])
+    train = F.normalize(train_feats.float(), dim=1)
+    chunk = max(1, max_elements // max(train.shape[0], 1))
+    scores = []
+    for start in range(0, test_feats.shape[0], chunk):
+        test = F.normalize(test_feats[start : start + chunk].float(), dim=1)
+        similarity, neighbours = (test @ train.T).topk(k, dim=1)
+        votes = torch.zeros(test.shape[0], num_classes, device=test.device)
+        scores.append(votes.scatter_add_(1, train_y[neighbours], (similarity / temperature).exp()))
+    return torch.cat(scores) if scores else torch.zeros(0, num_classes, device=train_feats.device)
+
+
 def knn_accuracies(train_feats: list[torch.Tensor], train_y: torch.Tensor, test_feats: list[torch.Tensor], test_y: torch.Tensor, k: int,
                    temperature: float, progress: Progress | None = None, chunk: int = 1000) -> list[float | None]:
-    """Weighted k-NN accuracy (see `locallearn.knn`) of each block's features, in chunks of `chunk` test examples; None for no test examples."""
+    """Weighted k-NN accuracy (see `knn_predict`) of each block's features, in chunks of `chunk` test examples; None for no test examples."""
     n = test_y.shape[0]
     tick = ticker(progress, "kNN", len(test_feats) * -(-n // chunk))
     num_classes = int(torch.maximum(train_y.max(), test_y.max())) + 1 if n else 0
