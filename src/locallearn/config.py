@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from locallearn.data import DATASETS
 from locallearn.errors import UsageError, did_you_mean
 from locallearn.nn.backbones import BUILDERS
 from locallearn.optim import OPTIMIZERS, SCHEDULES
@@ -44,7 +45,7 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    name: Literal["mnist", "fashion-mnist", "cifar10", "imagefolder"] = Field("fashion-mnist", description="Dataset: mnist, fashion-mnist, cifar10 (held in memory) or imagefolder (an ImageNet-layout folder decoded batch by batch).")
+    name: Literal[tuple(DATASETS)] = Field("fashion-mnist", description="Dataset: mnist, fashion-mnist, cifar10 (held in memory) or imagefolder (an ImageNet-layout folder decoded batch by batch).")
     dir: Optional[str] = Field(None, description="Where the dataset's files are (same as --data-dir); null = the usual lookup (see Data).")
     batch_size: int = Field(100, gt=0, description="Training batch size per process (under torchrun data parallel the global batch is this times the ranks).")
     eval_batch_size: int = Field(1000, gt=0, description="Batch size of evaluation passes (classification, probes' features, kNN).")
