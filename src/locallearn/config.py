@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
 from locallearn.data import DATASETS
 from locallearn.errors import UsageError, did_you_mean
@@ -201,6 +201,22 @@ class MethodSection(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str = Field(description="The method (local rule); its other method.* keys are the method's own options, listed below.")
+    _options: Optional[BaseModel] = PrivateAttr(None)
+
+    @property
+    def options(self) -> BaseModel:
+        """The method's own options as its typed model (`Method.Options`), validated on first use only."""
+        if self._options is None:
+            from locallearn.methods import method_schema
+
+            schema = method_schema(self.name)
+            tree = self.model_dump()
+            tree.pop("name")
+            try:
+                self._options = schema.model_validate(tree)
+            except ValidationError as err:
+                raise UsageError(_format_error(err, "method", schema)) from None
+        return self._options
 
 
 class Config(Section):
@@ -281,20 +297,14 @@ def _schema_at(schema: type[BaseModel], loc: list[str]) -> type[BaseModel] | Non
 
 
 def validate(tree: dict[str, Any]) -> Config:
-    """Validate a raw config tree, including the method's own section."""
-    from locallearn.methods import method_schema
-
+    """Validate a raw config tree, including the method's own section (whose typed options it keeps)."""
     try:
         config = Config.model_validate(tree)
     except ValidationError as err:
         raise UsageError(_format_error(err, "", Config)) from None
-    method_tree = config.method.model_dump()
-    schema = method_schema(method_tree.pop("name"))
-    try:
-        method_cfg = schema.model_validate(method_tree)
-    except ValidationError as err:
-        raise UsageError(_format_error(err, "method", schema)) from None
-    config.method = MethodSection(name=config.method.name, **method_cfg.model_dump(mode="json"))
+    options = config.method.options
+    config.method = MethodSection(name=config.method.name, **options.model_dump(mode="json"))
+    config.method._options = options
     return config
 
 
@@ -316,10 +326,3 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         path, value = parse_override(item)
         _set_path(tree, path, value)
     return tree
-
-
-def method_options(config: Config, schema: type[BaseModel]) -> BaseModel:
-    """The method section as the method's own typed model."""
-    tree = config.method.model_dump()
-    tree.pop("name")
-    return schema.model_validate(tree)

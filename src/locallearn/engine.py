@@ -111,7 +111,7 @@ class Trainer:
         self.dist = dist or DistContext(mode=config.distributed.mode)
         method_cls = methods.get(config.method.name)
         info = DataInfo(data.num_classes, tuple(data.image_shape), data.pixel_low, data.pixel_high)
-        self.method: Method = method_cls(method_cls.Options.model_validate(_method_keys(config)), info)
+        self.method: Method = method_cls(config.method.options, info)
         refuse_unsupported_modes(self.method, self.dist, config.distributed)
         torch.manual_seed(config.train.seed)
         layers = self.method.build_layers(config.model, tuple(data.image_shape)) or build_backbone(config.model, tuple(data.image_shape))
@@ -226,9 +226,3 @@ def refuse_unsupported_modes(method: Method, dist: DistContext, cfg) -> None:
     if not method.supports_data_parallel and dist.data_parallel:
         raise UsageError(f"method {method.name!r} cannot train data parallel (distributed.mode=data over {dist.world} processes): it declares "
                          "supports_data_parallel=False; run it in one process")
-
-
-def _method_keys(config: Config) -> dict:
-    keys = config.method.model_dump()
-    keys.pop("name")
-    return keys
