@@ -6,8 +6,6 @@
   plus the weight gradient only, since every FF layer's input is detached.
 - image_ff_speed's hand-written conv FF loop does the engine's math: the same weights after
   an epoch from the same start (without flips, whose coins the two draw differently).
-- goodness_combinations scores a saved run's plain goodness sum and single layers exactly as
-  the engine does (dropout off), and its fit weighs an informative layer above a loud uninformative one.
 - silent_units counts a layer's units that never fire and those firing per input, with every label written in.
 - readout_sweep refits a saved run's readout to exactly the accuracy the run reported.
 - epoch_timing alternates an engine epoch (from epoch 0) and a hand-written one, each timed on its own.
@@ -92,36 +90,6 @@ def test_ff_step_flops_match_the_formula():
     flops, dtypes = gpu_check.step_flops(config, (1, 8, 8), torch.device("cpu"))
     assert dtypes == ["float32"]
     assert flops == ff_speed.epoch_flops(batch, [64, *hidden])
-
-
-def test_goodness_combinations_score_a_run_as_the_engine_does(tmp_path, data_dir):
-    combinations = load_benchmark("goodness_combinations")
-    out = tmp_path / "run"
-    args = ["train", "ff-supervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY]
-    assert main([*args, "train.epochs=2", "method.skip_first=false", "model.dropout=0.5", "eval.probes=false", "eval.knn=false"]) == 0
-    engine = json.loads((out / "summary.json").read_text())["test_accuracy_by_classifier"]
-    goodness, labels = combinations.goodness_tables(out)["test"]
-    assert goodness.shape == (2, len(labels), 10)
-    named = combinations.combinations(2, goodness.flatten(1).std(dim=1))
-    assert combinations.accuracy(named["sum of all layers (method.skip_first=false)"](goodness), labels) == pytest.approx(100 * engine["goodness"])
-    assert combinations.accuracy(named["layer 2 alone"](goodness), labels) == pytest.approx(100 * engine["layer2"])
-
-
-def test_fitted_combination_weighs_the_informative_layer():
-    """Layer 1 is loud noise, layer 2 quiet signal: the plain sum is near chance, the per-layer fit recovers layer 2."""
-    combinations = load_benchmark("goodness_combinations")
-    generator = torch.Generator().manual_seed(0)
-
-    def tables(n):
-        labels = torch.randint(0, 10, (n,), generator=generator)
-        signal = 4 * torch.nn.functional.one_hot(labels, 10) + torch.randn(n, 10, generator=generator)
-        return torch.stack([100 * torch.randn(n, 10, generator=generator), signal]), labels
-
-    (train, train_labels), (test, test_labels) = tables(2000), tables(2000)
-    layer2 = combinations.accuracy(test[1], test_labels)
-    assert combinations.accuracy(test.sum(0), test_labels) < 30 < 90 < layer2
-    assert combinations.accuracy(combinations.fitted(train, train_labels, per_layer=True)(test), test_labels) > layer2 - 1
-    assert combinations.accuracy(combinations.fitted(train, train_labels, per_layer=False)(test), test_labels) < 30
 
 
 def test_silent_units_counts_the_units_that_never_fire():
