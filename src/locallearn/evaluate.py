@@ -36,6 +36,9 @@ Progress = Callable[[str, int, int], None]
 T = TypeVar("T")
 
 
+PROBE_BATCH_SIZE = 256  # examples per step of a linear probe
+
+
 def ticker(progress: Progress | None, phase: str, total: int) -> Callable[[], None]:
     """A function to call after each of the `total` steps of `phase`: it tells `progress` (if any) how many are done."""
     done = 0
@@ -130,7 +133,7 @@ class LinearProbe(nn.Module):
         return self.linear((features - self.mean) / self.std)
 
 
-def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, lr: float, seed: int, batch_size: int = 256,
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, lr: float, seed: int, batch_size: int = PROBE_BATCH_SIZE,
                      schedule: str = "constant", weight_decay: float = 0.0, on_epoch: Callable[[], None] | None = None) -> LinearProbe:
     """Train a linear probe with Adam on fixed features (a fixed number of epochs, no early stopping).
 
@@ -191,6 +194,18 @@ def mirrored_train_features(method: Method, net: LocalNet, data, batch_size: int
     return batch_features(method, net, reported(batches, progress, "mirrored train features", batch_count(data, "train", batch_size, train_size)))
 
 
+def probe_sets(method: Method, net: LocalNet, data, batch_size: int, features: dict[str, list[torch.Tensor]] | None = None,
+               train_size: int | None = None, flip: bool = False, progress: Progress | None = None) -> tuple[dict, dict]:
+    """The per-block features and labels probes fit on (train, with `flip` its mirrored copy too) and score (val, test)."""
+    features = dict(features or split_features(method, net, data, batch_size, train_size, progress))
+    labels = split_labels(data, train_size)
+    if flip:
+        mirrored = mirrored_train_features(method, net, data, batch_size, train_size, progress)
+        features["train"] = [torch.cat(pair) for pair in zip(features["train"], mirrored)]
+        labels["train"] = torch.cat([labels["train"], labels["train"]])
+    return features, labels
+
+
 def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int], epochs: int, lr: float, seed: int, batch_size: int,
                   features: dict[str, list[torch.Tensor]] | None = None, train_size: int | None = None,
                   flip: bool = False, schedule: str = "constant", weight_decay: float = 0.0,
@@ -204,12 +219,7 @@ def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int]
     (from `split_features` with the same `train_size`) saves recomputing them when the
     caller has them already. `progress` hears of every feature batch and probe epoch.
     """
-    features = dict(features or split_features(method, net, data, batch_size, train_size, progress))
-    labels = split_labels(data, train_size)
-    if flip:
-        mirrored = mirrored_train_features(method, net, data, batch_size, train_size, progress)
-        features["train"] = [torch.cat(pair) for pair in zip(features["train"], mirrored)]
-        labels["train"] = torch.cat([labels["train"], labels["train"]])
+    features, labels = probe_sets(method, net, data, batch_size, features, train_size, flip, progress)
     names = [block.name for block in net.blocks]
     candidates = {name: [i] for i, name in enumerate(names)}
     if len(readout_blocks) > 1:
@@ -289,3 +299,20 @@ def evaluate_final(trainer: Trainer, config: Config, progress: Progress | None =
         for entry, accuracy in zip(per_block, accuracies):
             entry["knn_accuracy"] = accuracy
     return result, per_block
+
+
+def readout_sweep(trainer: Trainer, config: Config, settings: list[dict], progress: Progress | None = None) -> list[dict]:
+    """The readout (the blocks of `method.readout_blocks`) fitted again at each setting (`fit_linear_probe`'s `epochs` and any of
+    `lr`, `weight_decay`, `batch_size`; the others as `evaluate_final` fits it) on features computed once: each full setting with
+    its val and test accuracy. Settings are chosen on val; test is there to report the choice."""
+    data, method, net, ev = trainer.data, trainer.method, trainer.net, config.eval
+    settings = [{"lr": ev.probe_lr, "weight_decay": ev.probe_weight_decay, "batch_size": PROBE_BATCH_SIZE} | setting for setting in settings]
+    features, labels = probe_sets(method, net, data, config.data.eval_batch_size, None, ev.feature_train_size, ev.probe_flip, progress)
+    blocks = method.readout_blocks(len(net.blocks))
+    readout = {split: torch.cat([feats[i] for i in blocks], dim=1) for split, feats in features.items()}
+    rows = []
+    for setting in settings:
+        probe = fit_linear_probe(readout["train"], labels["train"], data.num_classes, seed=config.train.seed, schedule=ev.probe_schedule,
+                                 on_epoch=ticker(progress, f"readout {len(rows) + 1}/{len(settings)}", setting["epochs"]), **setting)
+        rows.append(setting | {split: probe_accuracy(probe, readout[split], labels[split]) for split in ("val", "test")})
+    return rows
