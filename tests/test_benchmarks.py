@@ -6,24 +6,18 @@
   plus the weight gradient only, since every FF layer's input is detached.
 - image_ff_speed's hand-written conv FF loop does the engine's math: the same weights after
   an epoch from the same start (without flips, whose coins the two draw differently).
-- silent_units counts a layer's units that never fire and those firing per input, with every label written in.
 - epoch_timing alternates an engine epoch (from epoch 0) and a hand-written one, each timed on its own.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from datafiles import write_mnist_like
-from helpers import TINY
-from locallearn.cli import main
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
@@ -89,20 +83,6 @@ def test_ff_step_flops_match_the_formula():
     flops, dtypes = gpu_check.step_flops(config, (1, 8, 8), torch.device("cpu"))
     assert dtypes == ["float32"]
     assert flops == ff_speed.epoch_flops(batch, [64, *hidden])
-
-
-def test_silent_units_counts_the_units_that_never_fire():
-    """Layer 1's first 4 of 16 units are switched off and the rest on whatever the input: 25% silent, 12 firing per input.
-    Layer 2 then sees one input for every image and label, so each of its units fires for all of them or for none."""
-    silent_units = load_benchmark("silent_units")
-    trainer = Trainer(load_config("ff-supervised-small", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(30))
-    linear = next(m for m in trainer.net.blocks[0].modules() if isinstance(m, torch.nn.Linear))
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.bias.copy_(torch.tensor([-1.0] * 4 + [1.0] * 12))
-    (silent1, firing1), (silent2, firing2) = silent_units.unit_activity(trainer, trainer.data.train_x, batch_size=7)
-    assert (silent1, firing1) == (0.25, 12.0)
-    assert firing2 == pytest.approx(16 * (1 - silent2))
 
 
 def test_epoch_timing_alternates_the_engine_and_the_hand_written_epoch():

@@ -1,4 +1,4 @@
-"""`locallearn eval` options beyond re-evaluating: the readout sweep."""
+"""What the final evaluation measures beyond accuracy (active units) and `locallearn eval`'s readout sweep."""
 
 from __future__ import annotations
 
@@ -6,10 +6,39 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from datafiles import write_mnist_like
-from helpers import TINY
+from helpers import TINY, prototype_splits
 from locallearn.cli import main
+from locallearn.config import load_config
+from locallearn.engine import Trainer
+from locallearn.evaluate import active_units
+
+
+def test_active_units_count_the_units_that_ever_fire_with_every_label_written_in():
+    """Layer 1's first 4 of 16 units are switched off and the rest on whatever the input: 75% active. Unit 0 of
+    layer 1 is then made to fire only on inputs with label 3 written in: it counts once every label is tried."""
+    trainer = Trainer(load_config("ff-supervised-small", ["model.hidden=[16,16]", "logging.progress=false"]), prototype_splits(n_train=30, n_test=30, size=8))
+    linear = next(m for m in trainer.net.blocks[0].modules() if isinstance(m, torch.nn.Linear))
+    images = [trainer.data.val_x[i : i + 7] for i in range(0, 30, 7)]
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.copy_(torch.tensor([-1.0] * 4 + [1.0] * 12))
+        assert active_units(trainer.method, trainer.net, images)[0] == 0.75
+        label3 = trainer.method.every_label_inputs(images[0])[3] - trainer.method.every_label_inputs(images[0])[2]  # label 3's pixels, less label 2's
+        linear.weight[0] = 100 * label3.flatten().clamp(min=0)
+    assert active_units(trainer.method, trainer.net, images)[0] == 0.8125
+    assert active_units(trainer.method, trainer.net, [x[:0] for x in images]) == [None, None]
+
+
+def test_summary_has_each_blocks_active_units(tmp_path, data_dir):
+    out = tmp_path / "run"
+    args = ["train", "ff-supervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY, "train.epochs=1", "eval.probes=false", "eval.knn=false"]
+    assert main(args) == 0
+    assert all(0 < block["active_units"] <= 1 for block in json.loads((out / "summary.json").read_text())["per_block"])
+    assert main([*args[:3], str(tmp_path / "off"), *args[4:], "eval.active_units=false"]) == 0
+    assert all("active_units" not in block for block in json.loads((tmp_path / "off" / "summary.json").read_text())["per_block"])
 
 
 def test_readout_sweep_refits_the_readout_the_run_reported(tmp_path, capsys):

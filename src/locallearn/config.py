@@ -168,6 +168,7 @@ class EvalConfig(Section):
     probe_schedule: Literal["constant", "cosine"] = Field("constant", description="Probes' rate: constant, or cosine (decayed to zero over probe_epochs, so a probe ends at the optimum of its convex loss).")
     probe_weight_decay: float = Field(0.0, ge=0, description="L2 penalty (weight_decay/2)*||W||^2 on the probes' weights, not their biases (0 = none).")
     probe_flip: bool = Field(False, description="Probes also train on every training image mirrored left-right (linear-evaluation augmentation; not for digits).")
+    active_units: bool = Field(True, description="Measure each block's active units: the fraction of its outputs positive on at least one validation image (supervised FF: with any label).")
     knn: bool = Field(True, description="Measure weighted k-nearest-neighbour accuracy on each block's features.")
     knn_k: int = Field(20, gt=0, description="kNN: neighbours voting.")
     knn_temperature: float = Field(0.07, gt=0, description="kNN: temperature of the neighbours' exp(similarity / T) weights.")

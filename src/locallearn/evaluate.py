@@ -8,7 +8,7 @@ no gradient into the network; it selects nothing on the test set.
 Each takes tensors, or batches streamed from any data (`data.eval_batches(split, ...)`,
 see `locallearn.data`), so that image folders too large for memory are evaluated the same way.
 
-`evaluate_final` is a run's final evaluation (classifiers on val and test, probes, kNN).
+`evaluate_final` is a run's final evaluation (classifiers on val and test, active units, probes, kNN).
 Accuracies are counts over the examples, exact fractions rather than float32 means, and a
 `progress(phase, done, total)` callback hears how far each named phase is.
 """
@@ -270,10 +270,26 @@ def knn_accuracies(train_feats: list[torch.Tensor], train_y: torch.Tensor, test_
     return accuracies
 
 
-def evaluate_final(trainer: Trainer, config: Config, progress: Progress | None = None) -> tuple[dict, list[dict]]:
-    """Test and validation accuracy of every classifier, per-block linear probes and kNN, and the readout.
+@torch.no_grad()
+def active_units(method: Method, net: LocalNet, batches: Iterable[torch.Tensor]) -> list[float | None]:
+    """Per block, the fraction of its output units (every output number) positive for at least one input: a unit that never
+    fires is width the block does not use (FF's ReLU layers can switch units off for good). The inputs are the images of
+    `batches`, for supervised FF each with every label written in (`every_label_inputs`: what goodness classification scores).
+    None for no images."""
+    net.eval()
+    inputs = getattr(method, "every_label_inputs", None) or (lambda x: x)
+    fired: list[torch.Tensor] | None = None
+    for x in batches:
+        if x.shape[0]:
+            on = [(out.flatten(1) > 0).any(0) for out in net.forward_blocks(inputs(x))]
+            fired = on if fired is None else [seen | now for seen, now in zip(fired, on)]
+    return [float(f.float().mean()) for f in fired] if fired else [None] * len(net.blocks)
 
-    `progress` hears of each phase (val and test classifiers, features, probes, kNN) as it goes.
+
+def evaluate_final(trainer: Trainer, config: Config, progress: Progress | None = None) -> tuple[dict, list[dict]]:
+    """Test and validation accuracy of every classifier, per-block active units (on val), linear probes and kNN, and the readout.
+
+    `progress` hears of each phase (val and test classifiers, active units, features, probes, kNN) as it goes.
     """
     data, method, net = trainer.data, trainer.method, trainer.net
     batch = config.data.eval_batch_size
@@ -282,6 +298,11 @@ def evaluate_final(trainer: Trainer, config: Config, progress: Progress | None =
     per_block = [{"name": b.name, "accuracy": test.get(b.name)} for b in net.blocks]
     result = {"val": val, "test": test}
     ev = config.eval
+    if ev.active_units:
+        val_images = (x for x, _ in data.eval_batches("val", batch))
+        fractions = active_units(method, net, reported(val_images, progress, "active units", batch_count(data, "val", batch)))
+        for entry, fraction in zip(per_block, fractions):
+            entry["active_units"] = fraction
     if not (ev.probes or ev.knn):
         return result, per_block
     features = split_features(method, net, data, batch, ev.feature_train_size, progress)
