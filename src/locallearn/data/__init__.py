@@ -11,6 +11,9 @@ Both kinds (`DataSplits`, `ImageFolderData`) offer what training and evaluation 
 `split_size(split)`, `labels(split, limit)` and `eval_batches(split, batch_size, limit)`
 for `split` in train / val / test (`limit`: a fixed subset of that many examples, the
 same for every seed); and `train_batches(data, ...)` below for the training batches.
+
+`DATASETS` is the one list of dataset names (config's `data.name` reads it) and how each loads;
+the modules of this package never import the package itself.
 """
 
 from __future__ import annotations
