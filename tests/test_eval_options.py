@@ -13,7 +13,7 @@ from helpers import TINY, prototype_splits
 from locallearn.cli import main
 from locallearn.config import load_config
 from locallearn.engine import Trainer
-from locallearn.evaluate import active_units
+from locallearn.evaluate import active_units, evaluate_final
 
 
 def test_active_units_count_the_units_that_ever_fire_with_every_label_written_in():
@@ -30,6 +30,22 @@ def test_active_units_count_the_units_that_ever_fire_with_every_label_written_in
         linear.weight[0] = 100 * label3.flatten().clamp(min=0)
     assert active_units(trainer.method, trainer.net, images)[0] == 0.8125
     assert active_units(trainer.method, trainer.net, [x[:0] for x in images]) == [None, None]
+
+
+@pytest.mark.parametrize("preset", ["ff-supervised-small", "ff-unsupervised-small"])
+def test_the_final_evaluation_counts_active_units_on_validation_as_active_units_does(preset):
+    """Supervised FF counts them while its val classifiers run (every label written in); unsupervised FF, without
+    classifiers, in a pass of its own. Layer 1's first 16 of 64 units are switched off."""
+    overrides = ["model.hidden=[64,16]", "logging.progress=false", "eval.probes=false", "eval.knn=false", "data.eval_batch_size=30"]
+    trainer = Trainer(load_config(preset, overrides), prototype_splits(n_train=30, n_test=30, size=8))
+    linear = next(m for m in trainer.net.blocks[0].modules() if isinstance(m, torch.nn.Linear))
+    with torch.no_grad():
+        linear.weight[:16] = 0
+        linear.bias[:16] = -1
+    _, per_block = evaluate_final(trainer, trainer.config)
+    expected = active_units(trainer.method, trainer.net, [trainer.data.val_x[i : i + 30] for i in range(0, 100, 30)])
+    assert [block["active_units"] for block in per_block] == expected
+    assert 0.5 < expected[0] <= 0.75 and 0 < expected[1] <= 1
 
 
 def test_summary_has_each_blocks_active_units(tmp_path, data_dir):

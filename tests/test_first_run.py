@@ -79,7 +79,7 @@ def test_training_left_is_epochs_left_times_the_mean_epoch():
 def test_the_final_evaluation_names_each_phase_as_it_starts_and_ends_with_their_times(finished):
     _, err = finished
     started = [m.group(1) for m in re.finditer(r"^final evaluation: (.+)…$", err, re.M)]
-    assert started == ["val classifiers", "test classifiers", "active units", "train features", "val features", "test features", "probes", "kNN"]
+    assert started == ["val classifiers", "test classifiers", "train features", "val features", "test features", "probes", "kNN"]
     last = [line for line in err.splitlines() if line.startswith("final evaluation: ")][-1]
     assert re.match(r"final evaluation: \d+s \(val classifiers \d+s, .*kNN \d+s\)$", last), last
 
@@ -88,7 +88,7 @@ def test_eval_shows_its_phases_and_quiet_hides_them(finished):
     out, _ = finished
     status, _, err = run_main(["eval", str(out), "eval.knn=false"])
     assert status == 0
-    assert re.findall(r"^evaluation: (.+)…$", err, re.M) == ["val classifiers", "test classifiers", "active units", "train features", "val features", "test features", "probes"]
+    assert re.findall(r"^evaluation: (.+)…$", err, re.M) == ["val classifiers", "test classifiers", "train features", "val features", "test features", "probes"]
     status, _, err = run_main(["eval", str(out), "--quiet", "eval.probes=false", "eval.knn=false"])
     assert status == 0 and err == ""
 

@@ -270,20 +270,44 @@ def knn_accuracies(train_feats: list[torch.Tensor], train_y: torch.Tensor, test_
     return accuracies
 
 
+class ActiveUnits:
+    """While attached to `net`, marks per block which output units (every output number) are positive for at least one input.
+
+    A unit that never fires is width the block does not use (FF's ReLU layers can switch units off for good).
+    It listens through forward hooks, so it costs no extra pass when attached while the net classifies.
+    """
+
+    def __init__(self, net: LocalNet):
+        self.fired: list[torch.Tensor | None] = [None] * len(net.blocks)
+        self.handles = [block.register_forward_hook(self._mark(i)) for i, block in enumerate(net.blocks)]
+
+    def _mark(self, index: int) -> Callable:
+        def hook(module, args, out: torch.Tensor) -> None:
+            on = (out.detach().flatten(1) > 0).any(0)
+            self.fired[index] = on if self.fired[index] is None else self.fired[index] | on
+        return hook
+
+    def close(self) -> list[float | None]:
+        """Detach; per block, the fraction of its units that fired (None: it saw no input)."""
+        for handle in self.handles:
+            handle.remove()
+        return [None if fired is None else float(fired.float().mean()) for fired in self.fired]
+
+
 @torch.no_grad()
 def active_units(method: Method, net: LocalNet, batches: Iterable[torch.Tensor]) -> list[float | None]:
-    """Per block, the fraction of its output units (every output number) positive for at least one input: a unit that never
-    fires is width the block does not use (FF's ReLU layers can switch units off for good). The inputs are the images of
-    `batches`, for supervised FF each with every label written in (`every_label_inputs`: what goodness classification scores).
-    None for no images."""
+    """Per block, the fraction of its units (see `ActiveUnits`) that fire for at least one image of `batches`, for supervised
+    FF each with every label written in (`every_label_inputs`: what goodness classification scores). None for no images."""
     net.eval()
     inputs = getattr(method, "every_label_inputs", None) or (lambda x: x)
-    fired: list[torch.Tensor] | None = None
-    for x in batches:
-        if x.shape[0]:
-            on = [(out.flatten(1) > 0).any(0) for out in net.forward_blocks(inputs(x))]
-            fired = on if fired is None else [seen | now for seen, now in zip(fired, on)]
-    return [float(f.float().mean()) for f in fired] if fired else [None] * len(net.blocks)
+    counter = ActiveUnits(net)
+    try:
+        for x in batches:
+            if x.shape[0]:
+                net.forward_blocks(inputs(x))
+    finally:
+        fractions = counter.close()
+    return fractions
 
 
 def evaluate_final(trainer: Trainer, config: Config, progress: Progress | None = None) -> tuple[dict, list[dict]]:
@@ -293,16 +317,20 @@ def evaluate_final(trainer: Trainer, config: Config, progress: Progress | None =
     """
     data, method, net = trainer.data, trainer.method, trainer.net
     batch = config.data.eval_batch_size
-    val = classify_split(method, net, data, "val", batch, progress) if data.split_size("val") else {}
-    test = classify_split(method, net, data, "test", batch, progress)
-    per_block = [{"name": b.name, "accuracy": test.get(b.name)} for b in net.blocks]
-    result = {"val": val, "test": test}
     ev = config.eval
-    if ev.active_units:
+    counter = ActiveUnits(net) if ev.active_units else None  # counts while the val classifiers run: no extra pass
+    try:
+        val = classify_split(method, net, data, "val", batch, progress) if data.split_size("val") else {}
+    finally:
+        fractions = counter.close() if counter else None
+    if counter and not val and data.split_size("val"):  # no classifiers (they stop after one batch): a pass of its own
         val_images = (x for x, _ in data.eval_batches("val", batch))
         fractions = active_units(method, net, reported(val_images, progress, "active units", batch_count(data, "val", batch)))
-        for entry, fraction in zip(per_block, fractions):
-            entry["active_units"] = fraction
+    test = classify_split(method, net, data, "test", batch, progress)
+    per_block = [{"name": b.name, "accuracy": test.get(b.name)} for b in net.blocks]
+    for entry, fraction in zip(per_block, fractions or []):
+        entry["active_units"] = fraction
+    result = {"val": val, "test": test}
     if not (ev.probes or ev.knn):
         return result, per_block
     features = split_features(method, net, data, batch, ev.feature_train_size, progress)
