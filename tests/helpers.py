@@ -107,8 +107,8 @@ def gradient_leaks(trainer, views, step=None) -> list[tuple[int, int]]:
     def checked(index: int, objective):
         original = objective.forward
 
-        def forward(out, step_views):
-            loss, metrics = original(out, step_views)
+        def forward(out, step_views, **inputs):
+            loss, metrics = original(out, step_views, **inputs)
             others = [(owner, p) for owner, params in enumerate(trainable) if owner != index for p in params]
             if others:
                 grads = torch.autograd.grad(loss, [p for _, p in others], allow_unused=True, retain_graph=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import shutil
 from pathlib import Path
@@ -56,7 +58,8 @@ def test_readme_tables_are_the_ones_the_records_generate():
 
 
 def test_check_fails_when_a_readme_number_is_edited_by_hand(tmp_path):
-    shutil.copytree(ROOT / "results", tmp_path / "results")
+    for folder in ("studies", "results"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
     record = load_records(tmp_path / "results" / "presets")[0]
     shown = doc_tables.percent(record["summary"]["test_accuracy"])
     text = README.read_text()
@@ -90,3 +93,42 @@ def test_preset_records_belong_to_real_presets():
     for record in records:
         assert record["name"] in preset_names() and record["summary"]["preset"] == record["name"]
     assert all(r["summary"].get("preset") in preset_names() for r in load_records(ROOT / "results" / "transcribed"))
+
+
+def test_study_table_is_the_one_the_study_report_wrote_from_the_same_records():
+    table = doc_tables.generate("study", ["granularity-quick"])
+    assert table in (ROOT / "results" / "granularity-quick" / "report.md").read_text()
+
+
+def test_granularity_table_follows_the_study_records(tmp_path):
+    for folder in ("studies", "results"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    path = tmp_path / "results" / "granularity-quick" / "vicreg_granularity-block-8_seed-0.json"
+    record = json.loads(path.read_text())
+    record["summary"]["test_accuracy"] = 0.5
+    path.write_text(json.dumps(record))
+    row = next(line for line in doc_tables.granularity_table(tmp_path).splitlines() if line.startswith("| 8 |"))
+    assert row.endswith(" 50.00 (-31.21) |")
+    (tmp_path / "README.md").write_text(README.read_text())
+    assert doc_tables.main(["--check", "--root", str(tmp_path)]) == 1
+
+
+def test_records_table_lists_the_records_asked_in_their_order():
+    order = ["vgg-e2e", "vgg-k8-plain-heads", "vgg-k8-deep-heads", "vgg-k8-deep-heads-infopro"]
+    rows = doc_tables.generate("records", ["netcut", *order]).split("\n\n")[0].splitlines()[2:]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == order
+    assert " | 54.2 · 68.9 · " in rows[1]  # the plain heads' first blocks alone, from test_accuracy_by_classifier
+    with pytest.raises(ValueError, match="no-such-run"):
+        doc_tables.generate("records", ["netcut", "no-such-run"])
+
+
+def test_docs_hook_publishes_the_result_plots_that_pages_link_as_in_the_repository(tmp_path):
+    Files = pytest.importorskip("mkdocs.structure.files", reason="the docs extra is not installed").Files
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    files = hooks.on_files(Files([]), {"site_dir": str(tmp_path), "use_directory_urls": True})
+    assert "results/granularity-quick/accuracy.png" in {f.src_uri for f in files}
+    page = "![a](../results/x/a.png) and [b](../../results/b.png) <!-- generated: granularity -->"
+    out = hooks.on_page_markdown(page.replace(" <!--", "\n<!--"), None, None, None)
+    assert out.startswith("![a](results/x/a.png) and [b](../results/b.png)\n| K (blocks) |")

@@ -269,6 +269,64 @@ def memory_table(args: list[str], root: Path = ROOT) -> str:
     return "\n".join(out)
 
 
+# ---- studies and folders of records ------------------------------------------------------
+
+def study_rows(name: str, root: Path = ROOT) -> list[dict]:
+    """The report rows (mean ± std per objective and K) of study `studies/NAME.yaml` from its records in `results/NAME/`."""
+    from locallearn.study import load_study
+    from locallearn.study_report import aggregate
+
+    rows, _ = aggregate(load_study(root / "studies" / f"{name}.yaml"), root / "results" / name)
+    if not rows:
+        raise ValueError(f"study {name}: no records in {root / 'results' / name}")
+    return rows
+
+
+def study_table(args: list[str], root: Path = ROOT) -> str:
+    """Docs: a study's table as its report gives it (`args`: the study's name), from its records."""
+    from locallearn.study_report import COLUMNS
+
+    return markdown_table(study_rows(args[0], root), COLUMNS)
+
+
+def granularity_table(root: Path = ROOT, name: str = "granularity-quick") -> str:
+    """README: test accuracy against K, one column per objective of the quick granularity study."""
+    rows = study_rows(name, root)
+    lines, ks = list(dict.fromkeys(r["line"] for r in rows)), sorted({r["k"] for r in rows})
+    by = {(r["line"], r["k"]): r for r in rows}
+    out = ["| K (blocks) | " + " | ".join(f"{line}: test %" for line in lines) + " |", "|" + " --- |" * (len(lines) + 1)]
+    for k in ks:
+        cells = [by[line, k]["test"] + (f" ({by[line, k]['gap']})" if by[line, k].get("gap") else "")
+                 if (line, k) in by and by[line, k]["test"] else "–" for line in lines]
+        out.append(f"| {k}{' (end to end)' if k == 1 else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def per_block(record: dict) -> str:
+    """Each block's (or layer's) own test accuracy, in order: how much each depth holds alone."""
+    scores = record["summary"].get("test_accuracy_by_classifier") or {}
+    return " · ".join(f"{100 * v:.1f}" for k, v in scores.items() if re.fullmatch(r"(block|layer)\d+", k)) or None
+
+
+def first_sentence(record: dict) -> str:
+    return re.split(r"(?<=\.) ", label(record), maxsplit=1)[0].rstrip(".")
+
+
+def records_table(args: list[str], root: Path = ROOT) -> str:
+    """Docs: the records of `results/FOLDER`, one line each with each block's own accuracy, then their commands (`args`: the folder, then optionally record names in the order wanted)."""
+    folder, order = args[0], args[1:]
+    records = {r["name"]: r for r in load_records(root / "results" / folder)}
+    if not records or not set(order) <= set(records):
+        raise ValueError(f"results/{folder} has no records {', '.join(sorted(set(order) - set(records))) or ''}".strip())
+    rows = [records[name] for name in order or records]
+    table = markdown_table(rows, [("run", "name"), ("what", first_sentence), ("granularity", "summary.granularity"),
+                                  ("test", lambda r: percent(r["summary"].get("test_accuracy"))),
+                                  ("val", lambda r: percent(r["summary"].get("val_accuracy"))),
+                                  ("each block alone, test %", per_block)])
+    commands = "".join(f"- `{r['name']}`: `{r['command']}`\n" for r in rows)
+    return f"{table}\nThe commands (records in `results/{folder}/`):\n\n{commands}"
+
+
 # ---- the README and the docs' hook -------------------------------------------------------
 
 GENERATORS = {
@@ -280,8 +338,11 @@ GENERATORS = {
     "speed": lambda args, root: speed_table(root),
     "throughput": lambda args, root: throughput_table(root),
     "memory": memory_table,
+    "study": study_table,
+    "granularity": lambda args, root: granularity_table(root),
+    "records": records_table,
 }
-README_TABLES = {"presets": presets_table, "results": results_table}
+README_TABLES = {"presets": presets_table, "results": results_table, "granularity": granularity_table}
 
 
 def generate(name: str, args: list[str], root: Path = ROOT) -> str:

@@ -221,8 +221,8 @@ class Trainer:
 def refuse_unsupported_modes(method: Method, dist: DistContext, cfg) -> None:
     """A one-line `UsageError` when the run asks for a mode the method declares it cannot train in."""
     if not method.supports_pipeline and (dist.pipeline or cfg.devices):
-        raise UsageError(f"method {method.name!r} cannot run as a pipeline (distributed.mode=pipeline or distributed.devices): its blocks are not "
-                         "a feed-forward chain whose stages could run one after another; run it in one process or with distributed.mode=data")
+        raise UsageError(f"method {method.name!r} cannot run as a pipeline (distributed.mode=pipeline or distributed.devices): "
+                         f"{method.pipeline_refusal}; run it in one process or with distributed.mode=data")
     if not method.supports_data_parallel and dist.data_parallel:
         raise UsageError(f"method {method.name!r} cannot train data parallel (distributed.mode=data over {dist.world} processes): it declares "
                          "supports_data_parallel=False; run it in one process")

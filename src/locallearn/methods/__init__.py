@@ -7,10 +7,11 @@ from locallearn.methods.base import DataInfo, Method, MethodOptions
 from locallearn.methods.backprop import Backprop
 from locallearn.methods.blockwise_ssl import BlockwiseSSL
 from locallearn.methods.ff_channelwise import FFChannelwise
+from locallearn.methods.ff_recurrent import FFRecurrent
 from locallearn.methods.ff_supervised import FFSupervised
 from locallearn.methods.ff_unsupervised import FFUnsupervised
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (FFSupervised, FFUnsupervised, FFChannelwise, Backprop, BlockwiseSSL)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (FFSupervised, FFUnsupervised, FFChannelwise, FFRecurrent, Backprop, BlockwiseSSL)}
 
 
 def register(cls: type[Method]) -> type[Method]:

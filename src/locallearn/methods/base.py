@@ -54,6 +54,7 @@ class Method:
     Options: type[MethodOptions] = MethodOptions
     primary: str = ""
     supports_pipeline: bool = True  # False: the engine refuses distributed.mode=pipeline and distributed.devices
+    pipeline_refusal: str = "its blocks are not a feed-forward chain whose stages could run one after another"  # why, when supports_pipeline is False
     supports_data_parallel: bool = True  # False: the engine refuses data parallel runs (several processes)
     train_step: Optional[Callable] = None
     """None: the engine's feed-forward `engine.train_step`. A method that owns the step defines

@@ -81,3 +81,25 @@ class Decoder(nn.Module):
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return self.out(F.interpolate(self.encode(x), size=tuple(size), mode="bilinear", align_corners=False))
+
+
+class DINOHead(nn.Module):
+    """DINO's head: `PoolProjector` -> L2 normalisation -> prototypes, a linear layer with unit-norm rows.
+
+    The prototypes layer is DINO's weight-normalised last layer with its gain fixed at 1
+    (`norm_last_layer`), so every score is a cosine in [-1, 1] before the temperature.
+
+    Example:
+        >>> head = DINOHead(256, widths=[512, 128], prototypes=1024)
+        >>> head(torch.randn(8, 256, 7, 7)).shape
+        torch.Size([8, 1024])
+    """
+
+    def __init__(self, in_channels: int, expand: int = 0, widths: list[int] = (), prototypes: int = 1024, convs: int = 0):
+        super().__init__()
+        self.embed = PoolProjector(in_channels, expand, widths, convs)
+        self.prototypes = nn.Parameter(torch.randn(prototypes, self.embed.out_features) / self.embed.out_features**0.5)
+        self.out_features = prototypes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(self.embed(x), dim=1), F.normalize(self.prototypes, dim=1))

@@ -63,7 +63,9 @@ class Block(nn.Module):
 
     An objective that owns modules following the block (e.g. a frozen teacher copy of its
     layers) defines `bind(layers)`, called once the layers exist; what it builds is then a
-    submodule of the block, saved in checkpoints and moved by `.to(device)`.
+    submodule of the block, saved in checkpoints and moved by `.to(device)`. An objective
+    whose modules read the block's input (a teacher) sets `needs_input = True` and is called
+    as `objective(out, views, inputs=x)`.
     """
 
     def __init__(self, name: str, layers: list[nn.Module], objective: nn.Module):
@@ -84,7 +86,8 @@ class Block(nn.Module):
         out = self.layers(x)
         if views is None:
             return out
-        loss, metrics = self.objective(out, views)
+        extra = {"inputs": x} if getattr(self.objective, "needs_input", False) else {}
+        loss, metrics = self.objective(out, views, **extra)
         return out, loss, metrics
 
 

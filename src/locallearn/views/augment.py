@@ -58,14 +58,14 @@ def coin(p: Tensor | float, n: int, generator: torch.Generator) -> Tensor:
     return torch.rand(n, generator=generator, device=generator.device) < p
 
 
-def crop_boxes(n: int, height: int, width: int, scale: float, ratio: float, generator: torch.Generator) -> Tensor:
+def crop_boxes(n: int, height: int, width: int, scale: float, ratio: float, generator: torch.Generator, max_scale: float = 1.0) -> Tensor:
     """(n, 4) crop boxes (half-width, half-height, centre x, centre y) in the [-1, 1] coordinates of `grid_sample`.
 
-    The area is a uniform fraction in [scale, 1] of the image, the aspect ratio (in pixels)
+    The area is a uniform fraction in [scale, max_scale] of the image, the aspect ratio (in pixels)
     log-uniform in [1/ratio, ratio]; a side longer than the image is cut to it. Boxes lie
     inside the image.
     """
-    area = uniform(n, scale, 1.0, generator) * height * width
+    area = uniform(n, scale, max_scale, generator) * height * width
     aspect = torch.exp(uniform(n, -math.log(ratio), math.log(ratio), generator))
     w = (torch.sqrt(area * aspect) / width).clamp(max=1.0)
     h = (torch.sqrt(area / aspect) / height).clamp(max=1.0)
@@ -79,13 +79,13 @@ def pixel_shifts(n: int, most: int, generator: torch.Generator) -> Tensor:
     return torch.randint(-most, most + 1, (n, 2), generator=generator, device=generator.device).float()
 
 
-def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor) -> Tensor:
-    """Each image's box (see `crop_boxes`) resized bilinearly to the image size, mirrored where `flip`."""
+def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor, size: int | None = None) -> Tensor:
+    """Each image's box (see `crop_boxes`) resized bilinearly to the image size (or `size` x `size`), mirrored where `flip`."""
     w, h, cx, cy = boxes.to(x.device).unbind(1)
     sign = 1.0 - 2.0 * flip.to(x.device).float()
     zero = torch.zeros_like(w)
     theta = torch.stack([torch.stack([w * sign, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta, list(x.shape[:2]) + ([size, size] if size else list(x.shape[2:])), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -139,13 +139,18 @@ def gaussian_blur(x: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
     return y.view(b, c, h, w)
 
 
-def augment(x: Tensor, o: AugmentOptions, low: float, high: float, generator: torch.Generator, blur: Tensor | float = 0.0, solarize: Tensor | float = 0.0) -> Tensor:
-    """One random view of every image of a (B, C, H, W) batch; the `blur` / `solarize` probabilities may be one per image."""
+def augment(x: Tensor, o: AugmentOptions, low: float, high: float, generator: torch.Generator, blur: Tensor | float = 0.0, solarize: Tensor | float = 0.0,
+            size: int | None = None, scale: tuple[float, float] | None = None) -> Tensor:
+    """One random view of every image of a (B, C, H, W) batch; the `blur` / `solarize` probabilities may be one per image.
+
+    `size` and `scale` (least and largest area fraction) override the crop's output side and
+    `o.crop_scale`..1, for multi-crop's small crops."""
     n, channels, height, width = x.shape
-    boxes = crop_boxes(n, height, width, o.crop_scale, o.crop_ratio, generator)
+    least, most = scale or (o.crop_scale, 1.0)
+    boxes = crop_boxes(n, height, width, least, o.crop_ratio, generator, most)
     if o.shift:
         boxes[:, 2:] += pixel_shifts(n, o.shift, generator) * boxes.new_tensor([2 / width, 2 / height])
-    x = resized_crop(x, boxes, coin(o.flip, n, generator))
+    x = resized_crop(x, boxes, coin(o.flip, n, generator), size)
     u = (x - low) / (high - low)
 
     def where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
