@@ -62,9 +62,10 @@ from locallearn.atomic import write_json_atomic
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
+from locallearn.nn.backbones import BUILDERS, mlp_layers
 
 HERE = Path(__file__).resolve().parent
-CONV_ARCHS = ("conv", "locally-connected", "vgg", "resnet18", "resnet50")
+CONV_ARCHS = tuple(name for name, build in BUILDERS.items() if build is not mlp_layers)  # image layers: channels_last on CUDA
 
 
 @dataclass

@@ -6,27 +6,18 @@
   plus the weight gradient only, since every FF layer's input is detached.
 - image_ff_speed's hand-written conv FF loop does the engine's math: the same weights after
   an epoch from the same start (without flips, whose coins the two draw differently).
-- goodness_combinations scores a saved run's plain goodness sum and single layers exactly as
-  the engine does (dropout off), and its fit weighs an informative layer above a loud uninformative one.
-- silent_units counts a layer's units that never fire and those firing per input, with every label written in.
-- readout_sweep refits a saved run's readout to exactly the accuracy the run reported.
 - epoch_timing alternates an engine epoch (from epoch 0) and a hand-written one, each timed on its own.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from datafiles import write_mnist_like
-from helpers import TINY
-from locallearn.cli import main
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
@@ -92,66 +83,6 @@ def test_ff_step_flops_match_the_formula():
     flops, dtypes = gpu_check.step_flops(config, (1, 8, 8), torch.device("cpu"))
     assert dtypes == ["float32"]
     assert flops == ff_speed.epoch_flops(batch, [64, *hidden])
-
-
-def test_goodness_combinations_score_a_run_as_the_engine_does(tmp_path, data_dir):
-    combinations = load_benchmark("goodness_combinations")
-    out = tmp_path / "run"
-    args = ["train", "ff-supervised-small", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *TINY]
-    assert main([*args, "train.epochs=2", "method.skip_first=false", "model.dropout=0.5", "eval.probes=false", "eval.knn=false"]) == 0
-    engine = json.loads((out / "summary.json").read_text())["test_accuracy_by_classifier"]
-    goodness, labels = combinations.goodness_tables(out)["test"]
-    assert goodness.shape == (2, len(labels), 10)
-    named = combinations.combinations(2, goodness.flatten(1).std(dim=1))
-    assert combinations.accuracy(named["sum of all layers (method.skip_first=false)"](goodness), labels) == pytest.approx(100 * engine["goodness"])
-    assert combinations.accuracy(named["layer 2 alone"](goodness), labels) == pytest.approx(100 * engine["layer2"])
-
-
-def test_fitted_combination_weighs_the_informative_layer():
-    """Layer 1 is loud noise, layer 2 quiet signal: the plain sum is near chance, the per-layer fit recovers layer 2."""
-    combinations = load_benchmark("goodness_combinations")
-    generator = torch.Generator().manual_seed(0)
-
-    def tables(n):
-        labels = torch.randint(0, 10, (n,), generator=generator)
-        signal = 4 * torch.nn.functional.one_hot(labels, 10) + torch.randn(n, 10, generator=generator)
-        return torch.stack([100 * torch.randn(n, 10, generator=generator), signal]), labels
-
-    (train, train_labels), (test, test_labels) = tables(2000), tables(2000)
-    layer2 = combinations.accuracy(test[1], test_labels)
-    assert combinations.accuracy(test.sum(0), test_labels) < 30 < 90 < layer2
-    assert combinations.accuracy(combinations.fitted(train, train_labels, per_layer=True)(test), test_labels) > layer2 - 1
-    assert combinations.accuracy(combinations.fitted(train, train_labels, per_layer=False)(test), test_labels) < 30
-
-
-def test_silent_units_counts_the_units_that_never_fire():
-    """Layer 1's first 4 of 16 units are switched off and the rest on whatever the input: 25% silent, 12 firing per input.
-    Layer 2 then sees one input for every image and label, so each of its units fires for all of them or for none."""
-    silent_units = load_benchmark("silent_units")
-    trainer = Trainer(load_config("ff-supervised-small", ["model.hidden=[16,16]", "logging.progress=false"]), random_splits(30))
-    linear = next(m for m in trainer.net.blocks[0].modules() if isinstance(m, torch.nn.Linear))
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.bias.copy_(torch.tensor([-1.0] * 4 + [1.0] * 12))
-    (silent1, firing1), (silent2, firing2) = silent_units.unit_activity(trainer, trainer.data.train_x, batch_size=7)
-    assert (silent1, firing1) == (0.25, 12.0)
-    assert firing2 == pytest.approx(16 * (1 - silent2))
-
-
-def test_readout_sweep_refits_the_readout_the_run_reported(tmp_path, data_dir):
-    """On noise images with random labels the readout's accuracy hangs on every detail of its fit (features, rate schedule, seed)."""
-    sweep = load_benchmark("readout_sweep")
-    rng = np.random.default_rng(0)
-    noise = write_mnist_like(tmp_path / "noise", 0, 0, images=tuple(rng.integers(0, 256, (n, 28, 28)) for n in (600, 400)),
-                             labels=tuple(rng.integers(0, 10, n) for n in (600, 400)))
-    out = tmp_path / "run"
-    assert main(["train", "ff-unsupervised-small", "--out", str(out), "--data-dir", str(noise), "--quiet", *TINY, "data.val_size=300",
-                 "train.epochs=1", "method.readout_last=2", "eval.probe_epochs=3", "eval.probe_schedule=cosine", "eval.knn=false"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    _, as_trained, other = sweep.readout_scores(out, [sweep.parse_setting("3"), sweep.parse_setting("3,0.001,0,128")])
-    assert as_trained["test"] == pytest.approx(100 * summary["readout_test_accuracy"], abs=0.005)
-    assert as_trained["val"] == pytest.approx(100 * summary["val_accuracy"], abs=0.005)
-    assert other["batch_size"] == 128 and (other["val"], other["test"]) != (as_trained["val"], as_trained["test"])
 
 
 def test_epoch_timing_alternates_the_engine_and_the_hand_written_epoch():

@@ -6,9 +6,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from helpers import prototype_splits
+
 from locallearn.config import load_config, parse_override, preset_names
+from locallearn.engine import Trainer
 from locallearn.errors import UsageError
-from locallearn.methods import METHODS
+from locallearn.methods import METHODS, method_schema
 
 
 def test_every_preset_validates():
@@ -99,3 +102,12 @@ def test_any_typed_value_for_any_key_is_valid_or_a_one_line_usage_error(key, val
         assert "\n" not in str(err) and str(err)
     else:
         assert config.train.epochs > 0 and config.data.batch_size > 0
+
+
+def test_method_options_are_validated_once_and_reach_the_method(monkeypatch):
+    """validate() checks the method's options; the engine uses that very object instead of validating again."""
+    config = load_config("ff-supervised-small", ["model.hidden=[8]", "method.negatives=hard"])
+    options = config.method.options
+    assert isinstance(options, method_schema("ff-supervised")) and options.negatives == "hard"
+    monkeypatch.setattr(type(options), "model_validate", lambda *a, **k: pytest.fail("validated twice"))
+    assert Trainer(config, prototype_splits(n_train=20, n_test=10, size=4)).method.options is options

@@ -283,7 +283,7 @@ def isolated_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.delenv("LOCALLEARN_DATA", raising=False)
-    for name in locate.DATASET_NAMES:
+    for name in locate.REMOTE_FILES:
         monkeypatch.setitem(locate.DEBIAN_FOLDERS, name, tmp_path / "debian" / name)
         monkeypatch.setitem(locate.MIRRORS, name, ((tmp_path / "no-mirror").as_uri() + "/",))
     return home

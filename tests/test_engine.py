@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from helpers import stop_and_resume, tiny_config, tiny_splits
 from locallearn import methods
 from locallearn.distributed.context import DistContext
-from locallearn.engine import Divergence, Trainer, lr_factor, train_step
+from locallearn.engine import Divergence, Trainer, train_step
+from locallearn.optim import lr_factor
 from locallearn.errors import UsageError
 from locallearn.methods.ff_supervised import FFSupervised
 from locallearn.nn.network import build_layers, group_layers
@@ -78,7 +79,7 @@ def test_schedule_reaches_zero_at_the_end_of_training(tmp_path):
 
 def test_lars_matches_its_definition():
     """Weights: momentum SGD on (g + wd w) scaled by eta |w| / |g + wd w|; biases: plain momentum SGD."""
-    from locallearn.lars import LARS
+    from locallearn.optim.lars import LARS
 
     torch.manual_seed(0)
     weight, bias = torch.randn(5, 4, requires_grad=True), torch.randn(5, requires_grad=True)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from locallearn.knn import knn_accuracy, knn_predict
+from locallearn.evaluate import knn_accuracies, knn_predict
 
 
 def test_knn_scores_match_a_direct_computation():
@@ -37,7 +37,7 @@ def test_knn_accuracy_on_separable_and_on_random_labels():
     train_y, test_y = torch.randint(0, 4, (400,), generator=g), torch.randint(0, 4, (100,), generator=g)
     train = centres[train_y] + torch.randn(400, 16, generator=g)
     test = centres[test_y] + torch.randn(100, 16, generator=g)
-    assert knn_accuracy(train, train_y, test, test_y, k=20) == 1.0
+    assert knn_accuracies([train], train_y, [test], test_y, k=20, temperature=0.07, chunk=30) == [1.0]
     shuffled = train_y[torch.randperm(400, generator=g)]
-    assert knn_accuracy(train, shuffled, test, test_y, k=20) < 0.5
-    assert math.isnan(knn_accuracy(train, train_y, test[:0], test_y[:0]))
+    assert knn_accuracies([train], shuffled, [test], test_y, k=20, temperature=0.07)[0] < 0.5
+    assert knn_accuracies([train], train_y, [test[:0]], test_y[:0], k=20, temperature=0.07) == [None]

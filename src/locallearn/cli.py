@@ -27,6 +27,21 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def readout_setting(text: str) -> dict:
+    """`EPOCHS[,LR[,WEIGHT_DECAY[,BATCH]]]` -> `fit_linear_probe` keyword arguments (only those given)."""
+    keys, kinds = ("epochs", "lr", "weight_decay", "batch_size"), (int, float, float, int)
+    parts = text.split(",")
+    try:
+        if len(parts) > 4:
+            raise ValueError
+        setting = {key: kind(part) for key, kind, part in zip(keys, kinds, parts)}
+    except ValueError:
+        raise UsageError(f"--readout-sweep {text!r}: expected EPOCHS[,LR[,WEIGHT_DECAY[,BATCH]]] (EPOCHS, BATCH integers), e.g. 30 or 50,0.001,0,256") from None
+    if min(v for k, v in setting.items() if k != "weight_decay") <= 0 or setting.get("weight_decay", 0) < 0:
+        raise UsageError(f"--readout-sweep {text!r}: EPOCHS, LR and BATCH must be positive, WEIGHT_DECAY not negative")
+    return setting
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="locallearn", description="Train neural networks with local learning rules.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -42,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="re-evaluate a saved run on the test set")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--quiet", action="store_true", help="no progress of the evaluation's phases")
+    evaluate.add_argument("--readout-sweep", action="append", type=readout_setting, metavar="EPOCHS[,LR[,WEIGHT_DECAY[,BATCH]]]",
+                          help="instead, fit only the readout again at this setting (repeatable; the rest as the run's eval.probe_*) "
+                               "on features computed once, into readout-sweep.json")
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                           help="evaluate differently, e.g. method.skip_first=false (the weights stay those trained)")
     report = commands.add_parser("report", help="Markdown/HTML reports and plots of one run, or a comparison of several")
@@ -141,8 +159,12 @@ def measured(record: dict | None) -> str:
 
 def cmd_eval(args) -> int:
     status(not args.quiet, "starting: importing PyTorch…")
-    from locallearn.run import evaluate_run
+    from locallearn.run import evaluate_run, sweep_run_readout
 
+    if args.readout_sweep:
+        for row in sweep_run_readout(args.run_dir, args.readout_sweep, args.overrides, progress=not args.quiet)["readout_sweep"]:
+            print(json.dumps(row))
+        return 0
     report = evaluate_run(args.run_dir, args.overrides, progress=not args.quiet)
     print(json.dumps({k: report[k] for k in ("epoch", "val", "test")} | {"readout": report.get("readout")}))
     return 0

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
+from locallearn.data import DATASETS
 from locallearn.errors import UsageError, did_you_mean
 from locallearn.nn.backbones import BUILDERS
+from locallearn.optim import OPTIMIZERS, SCHEDULES
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -43,7 +45,7 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    name: Literal["mnist", "fashion-mnist", "cifar10", "imagefolder"] = Field("fashion-mnist", description="Dataset: mnist, fashion-mnist, cifar10 (held in memory) or imagefolder (an ImageNet-layout folder decoded batch by batch).")
+    name: Literal[tuple(DATASETS)] = Field("fashion-mnist", description="Dataset: mnist, fashion-mnist, cifar10 (held in memory) or imagefolder (an ImageNet-layout folder decoded batch by batch).")
     dir: Optional[str] = Field(None, description="Where the dataset's files are (same as --data-dir); null = the usual lookup (see Data).")
     batch_size: int = Field(100, gt=0, description="Training batch size per process (under torchrun data parallel the global batch is this times the ranks).")
     eval_batch_size: int = Field(1000, gt=0, description="Batch size of evaluation passes (classification, probes' features, kNN).")
@@ -141,12 +143,12 @@ class TrainConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["adam", "sgd", "lars"] = Field("adam", description="Optimizer of every block: adam, sgd or lars (SGD with layer-wise trust ratios).")
+    name: Literal[tuple(OPTIMIZERS)] = Field("adam", description="Optimizer of every block: adam, sgd or lars (SGD with layer-wise trust ratios).")
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd, lars: momentum.")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay (L2 penalty on the weights).")
     trust_coefficient: float = Field(0.001, gt=0, description="lars: trust coefficient of the layer-wise rate.")
-    schedule: Literal["constant", "linear-decay", "cosine"] = Field("constant", description="Learning-rate schedule: constant, linear-decay (constant, then linear to zero from optim.decay_start) or cosine.")
+    schedule: Literal[tuple(SCHEDULES)] = Field("constant", description="Learning-rate schedule: constant, linear-decay (constant, then linear to zero from optim.decay_start) or cosine.")
     decay_start: float = Field(0.5, ge=0, le=1, description="linear-decay: fraction of the run after which the rate decays linearly to zero.")
     warmup: float = Field(0.0, ge=0, lt=1, description="Fraction of the steps with a linear warm-up from zero.")
     block_lr_scale: Optional[list[float]] = Field(None, description="Factors of optim.lr for the blocks in order, the last for every later block, e.g. [1,0.3] (null: 1 for all).")
@@ -166,6 +168,7 @@ class EvalConfig(Section):
     probe_schedule: Literal["constant", "cosine"] = Field("constant", description="Probes' rate: constant, or cosine (decayed to zero over probe_epochs, so a probe ends at the optimum of its convex loss).")
     probe_weight_decay: float = Field(0.0, ge=0, description="L2 penalty (weight_decay/2)*||W||^2 on the probes' weights, not their biases (0 = none).")
     probe_flip: bool = Field(False, description="Probes also train on every training image mirrored left-right (linear-evaluation augmentation; not for digits).")
+    active_units: bool = Field(True, description="Measure each block's active units: the fraction of its outputs positive on at least one validation image (supervised FF: with any label).")
     knn: bool = Field(True, description="Measure weighted k-nearest-neighbour accuracy on each block's features.")
     knn_k: int = Field(20, gt=0, description="kNN: neighbours voting.")
     knn_temperature: float = Field(0.07, gt=0, description="kNN: temperature of the neighbours' exp(similarity / T) weights.")
@@ -199,6 +202,22 @@ class MethodSection(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str = Field(description="The method (local rule); its other method.* keys are the method's own options, listed below.")
+    _options: Optional[BaseModel] = PrivateAttr(None)
+
+    @property
+    def options(self) -> BaseModel:
+        """The method's own options as its typed model (`Method.Options`), validated on first use only."""
+        if self._options is None:
+            from locallearn.methods import method_schema
+
+            schema = method_schema(self.name)
+            tree = self.model_dump()
+            tree.pop("name")
+            try:
+                self._options = schema.model_validate(tree)
+            except ValidationError as err:
+                raise UsageError(_format_error(err, "method", schema)) from None
+        return self._options
 
 
 class Config(Section):
@@ -279,20 +298,14 @@ def _schema_at(schema: type[BaseModel], loc: list[str]) -> type[BaseModel] | Non
 
 
 def validate(tree: dict[str, Any]) -> Config:
-    """Validate a raw config tree, including the method's own section."""
-    from locallearn.methods import method_schema
-
+    """Validate a raw config tree, including the method's own section (whose typed options it keeps)."""
     try:
         config = Config.model_validate(tree)
     except ValidationError as err:
         raise UsageError(_format_error(err, "", Config)) from None
-    method_tree = config.method.model_dump()
-    schema = method_schema(method_tree.pop("name"))
-    try:
-        method_cfg = schema.model_validate(method_tree)
-    except ValidationError as err:
-        raise UsageError(_format_error(err, "method", schema)) from None
-    config.method = MethodSection(name=config.method.name, **method_cfg.model_dump(mode="json"))
+    options = config.method.options
+    config.method = MethodSection(name=config.method.name, **options.model_dump(mode="json"))
+    config.method._options = options
     return config
 
 
@@ -314,10 +327,3 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         path, value = parse_override(item)
         _set_path(tree, path, value)
     return tree
-
-
-def method_options(config: Config, schema: type[BaseModel]) -> BaseModel:
-    """The method section as the method's own typed model."""
-    tree = config.method.model_dump()
-    tree.pop("name")
-    return schema.model_validate(tree)

@@ -9,14 +9,11 @@ points of `Method` (its own layers, its own step for a recurrent net, a hook aft
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from locallearn import methods
@@ -25,12 +22,12 @@ from locallearn.data import train_batches
 from locallearn.distributed.context import DistContext
 from locallearn.distributed.links import LocalLink, OnDevice, PipelineLink, gather_to_main, stage_bounds
 from locallearn.errors import RunError, UsageError
-from locallearn.lars import LARS
 from locallearn.methods.base import DataInfo, Method
 from locallearn.nn.backbones import build_backbone
 from locallearn.nn.blackbox import with_blackboxes
 from locallearn.nn.network import Block, LocalNet, group_layers
 from locallearn.nn.noise import set_noise_rank
+from locallearn.optim import block_learning_rates, make_optimizer, make_schedule
 from locallearn.views.base import Views
 
 
@@ -65,41 +62,6 @@ def check_finite(blocks, losses: list[torch.Tensor]) -> None:
         index = int((~finite).nonzero()[0])
         name = getattr(blocks[index], "name", None) or blocks[index].module.name
         raise Divergence(f"the loss of block '{name}' is {losses[index].item()}")
-
-
-def make_optimizer(params: Iterable[nn.Parameter], cfg, lr: float) -> torch.optim.Optimizer:
-    """The optimizer of `cfg` (an `OptimConfig`) at base learning rate `lr` (a block's: `block_learning_rates`)."""
-    if cfg.name == "lars":
-        return LARS(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, trust_coefficient=cfg.trust_coefficient)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
-
-
-def block_learning_rates(cfg, num_blocks: int) -> list[float]:
-    """Each block's base learning rate: `cfg.lr` times its factor in `cfg.block_lr_scale`, whose last factor
-    also holds for every later block (`[1, 0.3]`: the first block at `lr`, all others at 0.3 `lr`)."""
-    scale = cfg.block_lr_scale or [1.0]
-    if len(scale) > num_blocks:
-        raise UsageError(f"optim.block_lr_scale has {len(scale)} factors but the network has only {num_blocks} blocks; give at most one per block")
-    return [cfg.lr * factor for factor in scale + scale[-1:] * (num_blocks - len(scale))]
-
-
-def lr_factor(kind: str, step: int, total_steps: int, decay_start: float = 0.5, warmup: float = 0.0) -> float:
-    """Multiplier of the base learning rate at `step`: constant, constant-then-linear-to-zero (Hinton), or cosine,
-    after a linear warm-up over the first `warmup` fraction of the steps."""
-    progress = min(step / max(total_steps, 1), 1.0)
-    if progress < warmup:
-        return (step + 1) / (warmup * total_steps + 1)
-    if kind == "linear-decay":
-        return 1.0 if progress <= decay_start else (1.0 - progress) / (1.0 - decay_start)
-    if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0
-
-
-def make_schedule(optimizer: torch.optim.Optimizer, cfg, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg.schedule, step, total_steps, cfg.decay_start, cfg.warmup))
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -149,7 +111,7 @@ class Trainer:
         self.dist = dist or DistContext(mode=config.distributed.mode)
         method_cls = methods.get(config.method.name)
         info = DataInfo(data.num_classes, tuple(data.image_shape), data.pixel_low, data.pixel_high)
-        self.method: Method = method_cls(method_cls.Options.model_validate(_method_keys(config)), info)
+        self.method: Method = method_cls(config.method.options, info)
         refuse_unsupported_modes(self.method, self.dist, config.distributed)
         torch.manual_seed(config.train.seed)
         layers = self.method.build_layers(config.model, tuple(data.image_shape)) or build_backbone(config.model, tuple(data.image_shape))
@@ -264,9 +226,3 @@ def refuse_unsupported_modes(method: Method, dist: DistContext, cfg) -> None:
     if not method.supports_data_parallel and dist.data_parallel:
         raise UsageError(f"method {method.name!r} cannot train data parallel (distributed.mode=data over {dist.world} processes): it declares "
                          "supports_data_parallel=False; run it in one process")
-
-
-def _method_keys(config: Config) -> dict:
-    keys = config.method.model_dump()
-    keys.pop("name")
-    return keys

@@ -8,7 +8,7 @@ no gradient into the network; it selects nothing on the test set.
 Each takes tensors, or batches streamed from any data (`data.eval_batches(split, ...)`,
 see `locallearn.data`), so that image folders too large for memory are evaluated the same way.
 
-`evaluate_final` is a run's final evaluation (classifiers on val and test, probes, kNN).
+`evaluate_final` is a run's final evaluation (classifiers on val and test, active units, probes, kNN).
 Accuracies are counts over the examples, exact fractions rather than float32 means, and a
 `progress(phase, done, total)` callback hears how far each named phase is.
 """
@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from locallearn.engine import lr_factor
-from locallearn.knn import knn_predict
 from locallearn.methods.base import Method
 from locallearn.nn.network import LocalNet
+from locallearn.optim import lr_factor
 
 if TYPE_CHECKING:
     from locallearn.config import Config
@@ -35,6 +34,9 @@ Progress = Callable[[str, int, int], None]
 """`progress(phase, done, total)`: told how far a named phase of an evaluation is (see `monitor.PhaseProgress`)."""
 
 T = TypeVar("T")
+
+
+PROBE_BATCH_SIZE = 256  # examples per step of a linear probe
 
 
 def ticker(progress: Progress | None, phase: str, total: int) -> Callable[[], None]:
@@ -131,7 +133,7 @@ class LinearProbe(nn.Module):
         return self.linear((features - self.mean) / self.std)
 
 
-def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, lr: float, seed: int, batch_size: int = 256,
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, lr: float, seed: int, batch_size: int = PROBE_BATCH_SIZE,
                      schedule: str = "constant", weight_decay: float = 0.0, on_epoch: Callable[[], None] | None = None) -> LinearProbe:
     """Train a linear probe with Adam on fixed features (a fixed number of epochs, no early stopping).
 
@@ -192,6 +194,18 @@ def mirrored_train_features(method: Method, net: LocalNet, data, batch_size: int
     return batch_features(method, net, reported(batches, progress, "mirrored train features", batch_count(data, "train", batch_size, train_size)))
 
 
+def probe_sets(method: Method, net: LocalNet, data, batch_size: int, features: dict[str, list[torch.Tensor]] | None = None,
+               train_size: int | None = None, flip: bool = False, progress: Progress | None = None) -> tuple[dict, dict]:
+    """The per-block features and labels probes fit on (train, with `flip` its mirrored copy too) and score (val, test)."""
+    features = dict(features or split_features(method, net, data, batch_size, train_size, progress))
+    labels = split_labels(data, train_size)
+    if flip:
+        mirrored = mirrored_train_features(method, net, data, batch_size, train_size, progress)
+        features["train"] = [torch.cat(pair) for pair in zip(features["train"], mirrored)]
+        labels["train"] = torch.cat([labels["train"], labels["train"]])
+    return features, labels
+
+
 def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int], epochs: int, lr: float, seed: int, batch_size: int,
                   features: dict[str, list[torch.Tensor]] | None = None, train_size: int | None = None,
                   flip: bool = False, schedule: str = "constant", weight_decay: float = 0.0,
@@ -205,12 +219,7 @@ def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int]
     (from `split_features` with the same `train_size`) saves recomputing them when the
     caller has them already. `progress` hears of every feature batch and probe epoch.
     """
-    features = dict(features or split_features(method, net, data, batch_size, train_size, progress))
-    labels = split_labels(data, train_size)
-    if flip:
-        mirrored = mirrored_train_features(method, net, data, batch_size, train_size, progress)
-        features["train"] = [torch.cat(pair) for pair in zip(features["train"], mirrored)]
-        labels["train"] = torch.cat([labels["train"], labels["train"]])
+    features, labels = probe_sets(method, net, data, batch_size, features, train_size, flip, progress)
     names = [block.name for block in net.blocks]
     candidates = {name: [i] for i, name in enumerate(names)}
     if len(readout_blocks) > 1:
@@ -226,9 +235,27 @@ def linear_probes(method: Method, net: LocalNet, data, readout_blocks: list[int]
     return results
 
 
+@torch.no_grad()
+def knn_predict(train_feats: Tensor, train_y: Tensor, test_feats: Tensor, k: int = 20, temperature: float = 0.07, num_classes: int | None = None, max_elements: int = 2**25) -> Tensor:
+    """Weighted k-nearest-neighbour class scores (N_test, num_classes), as InstDisc (Wu et al. 2018) and DINO evaluate:
+    each of a test example's `k` nearest training examples by cosine similarity votes for its class with weight
+    `exp(similarity / temperature)`. Test examples go in chunks whose similarity matrix stays under `max_elements` numbers."""
+    num_classes = num_classes or int(train_y.max()) + 1
+    k = min(k, train_feats.shape[0])
+    train = F.normalize(train_feats.float(), dim=1)
+    chunk = max(1, max_elements // max(train.shape[0], 1))
+    scores = []
+    for start in range(0, test_feats.shape[0], chunk):
+        test = F.normalize(test_feats[start : start + chunk].float(), dim=1)
+        similarity, neighbours = (test @ train.T).topk(k, dim=1)
+        votes = torch.zeros(test.shape[0], num_classes, device=test.device)
+        scores.append(votes.scatter_add_(1, train_y[neighbours], (similarity / temperature).exp()))
+    return torch.cat(scores) if scores else torch.zeros(0, num_classes, device=train_feats.device)
+
+
 def knn_accuracies(train_feats: list[torch.Tensor], train_y: torch.Tensor, test_feats: list[torch.Tensor], test_y: torch.Tensor, k: int,
                    temperature: float, progress: Progress | None = None, chunk: int = 1000) -> list[float | None]:
-    """Weighted k-NN accuracy (see `locallearn.knn`) of each block's features, in chunks of `chunk` test examples; None for no test examples."""
+    """Weighted k-NN accuracy (see `knn_predict`) of each block's features, in chunks of `chunk` test examples; None for no test examples."""
     n = test_y.shape[0]
     tick = ticker(progress, "kNN", len(test_feats) * -(-n // chunk))
     num_classes = int(torch.maximum(train_y.max(), test_y.max())) + 1 if n else 0
@@ -243,18 +270,67 @@ def knn_accuracies(train_feats: list[torch.Tensor], train_y: torch.Tensor, test_
     return accuracies
 
 
-def evaluate_final(trainer: Trainer, config: Config, progress: Progress | None = None) -> tuple[dict, list[dict]]:
-    """Test and validation accuracy of every classifier, per-block linear probes and kNN, and the readout.
+class ActiveUnits:
+    """While attached to `net`, marks per block which output units (every output number) are positive for at least one input.
 
-    `progress` hears of each phase (val and test classifiers, features, probes, kNN) as it goes.
+    A unit that never fires is width the block does not use (FF's ReLU layers can switch units off for good).
+    It listens through forward hooks, so it costs no extra pass when attached while the net classifies.
+    """
+
+    def __init__(self, net: LocalNet):
+        self.fired: list[torch.Tensor | None] = [None] * len(net.blocks)
+        self.handles = [block.register_forward_hook(self._mark(i)) for i, block in enumerate(net.blocks)]
+
+    def _mark(self, index: int) -> Callable:
+        def hook(module, args, out: torch.Tensor) -> None:
+            on = (out.detach().flatten(1) > 0).any(0)
+            self.fired[index] = on if self.fired[index] is None else self.fired[index] | on
+        return hook
+
+    def close(self) -> list[float | None]:
+        """Detach; per block, the fraction of its units that fired (None: it saw no input)."""
+        for handle in self.handles:
+            handle.remove()
+        return [None if fired is None else float(fired.float().mean()) for fired in self.fired]
+
+
+@torch.no_grad()
+def active_units(method: Method, net: LocalNet, batches: Iterable[torch.Tensor]) -> list[float | None]:
+    """Per block, the fraction of its units (see `ActiveUnits`) that fire for at least one image of `batches`, for supervised
+    FF each with every label written in (`every_label_inputs`: what goodness classification scores). None for no images."""
+    net.eval()
+    inputs = getattr(method, "every_label_inputs", None) or (lambda x: x)
+    counter = ActiveUnits(net)
+    try:
+        for x in batches:
+            if x.shape[0]:
+                net.forward_blocks(inputs(x))
+    finally:
+        fractions = counter.close()
+    return fractions
+
+
+def evaluate_final(trainer: Trainer, config: Config, progress: Progress | None = None) -> tuple[dict, list[dict]]:
+    """Test and validation accuracy of every classifier, per-block active units (on val), linear probes and kNN, and the readout.
+
+    `progress` hears of each phase (val and test classifiers, active units, features, probes, kNN) as it goes.
     """
     data, method, net = trainer.data, trainer.method, trainer.net
     batch = config.data.eval_batch_size
-    val = classify_split(method, net, data, "val", batch, progress) if data.split_size("val") else {}
+    ev = config.eval
+    counter = ActiveUnits(net) if ev.active_units else None  # counts while the val classifiers run: no extra pass
+    try:
+        val = classify_split(method, net, data, "val", batch, progress) if data.split_size("val") else {}
+    finally:
+        fractions = counter.close() if counter else None
+    if counter and not val and data.split_size("val"):  # no classifiers (they stop after one batch): a pass of its own
+        val_images = (x for x, _ in data.eval_batches("val", batch))
+        fractions = active_units(method, net, reported(val_images, progress, "active units", batch_count(data, "val", batch)))
     test = classify_split(method, net, data, "test", batch, progress)
     per_block = [{"name": b.name, "accuracy": test.get(b.name)} for b in net.blocks]
+    for entry, fraction in zip(per_block, fractions or []):
+        entry["active_units"] = fraction
     result = {"val": val, "test": test}
-    ev = config.eval
     if not (ev.probes or ev.knn):
         return result, per_block
     features = split_features(method, net, data, batch, ev.feature_train_size, progress)
@@ -272,3 +348,20 @@ def evaluate_final(trainer: Trainer, config: Config, progress: Progress | None =
         for entry, accuracy in zip(per_block, accuracies):
             entry["knn_accuracy"] = accuracy
     return result, per_block
+
+
+def readout_sweep(trainer: Trainer, config: Config, settings: list[dict], progress: Progress | None = None) -> list[dict]:
+    """The readout (the blocks of `method.readout_blocks`) fitted again at each setting (`fit_linear_probe`'s `epochs` and any of
+    `lr`, `weight_decay`, `batch_size`; the others as `evaluate_final` fits it) on features computed once: each full setting with
+    its val and test accuracy. Settings are chosen on val; test is there to report the choice."""
+    data, method, net, ev = trainer.data, trainer.method, trainer.net, config.eval
+    settings = [{"lr": ev.probe_lr, "weight_decay": ev.probe_weight_decay, "batch_size": PROBE_BATCH_SIZE} | setting for setting in settings]
+    features, labels = probe_sets(method, net, data, config.data.eval_batch_size, None, ev.feature_train_size, ev.probe_flip, progress)
+    blocks = method.readout_blocks(len(net.blocks))
+    readout = {split: torch.cat([feats[i] for i in blocks], dim=1) for split, feats in features.items()}
+    rows = []
+    for setting in settings:
+        probe = fit_linear_probe(readout["train"], labels["train"], data.num_classes, seed=config.train.seed, schedule=ev.probe_schedule,
+                                 on_epoch=ticker(progress, f"readout {len(rows) + 1}/{len(settings)}", setting["epochs"]), **setting)
+        rows.append(setting | {split: probe_accuracy(probe, readout[split], labels[split]) for split in ("val", "test")})
+    return rows

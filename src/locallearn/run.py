@@ -22,7 +22,7 @@ from locallearn.data import load_dataset
 from locallearn.distributed.context import DistContext, close_distributed, init_distributed, pick_device
 from locallearn.engine import Trainer
 from locallearn.errors import LocalLearnError, RunError, UsageError
-from locallearn.evaluate import evaluate_final
+from locallearn.evaluate import evaluate_final, readout_sweep
 from locallearn.loop import EpochCallback, train_epochs
 from locallearn.monitor import PhaseProgress, status
 from locallearn.rundir import check_resumable, prepare_out_dir
@@ -121,6 +121,21 @@ def evaluate_run(out: Path, overrides: list[str] = (), progress: bool = True) ->
     results, per_block = evaluate_with_progress(trainer, trainer.config, "evaluation", progress)
     report = {"run": str(out), "epoch": trainer.epoch, "overrides": list(overrides), **results, "per_block": per_block}
     write_json_atomic(Path(out) / "eval.json", report)
+    return report
+
+
+def sweep_run_readout(out: Path, settings: list[dict], overrides: list[str] = (), progress: bool = True) -> dict:
+    """Fit a saved run's readout again at each of `settings` (see `evaluate.readout_sweep`) and write `readout-sweep.json`."""
+    trainer = restore_run(out, overrides, progress)
+    if trainer.config.train.threads:
+        torch.set_num_threads(trainer.config.train.threads)
+    shown = PhaseProgress(progress, "readout sweep")
+    try:
+        rows = readout_sweep(trainer, trainer.config, settings, shown)
+    finally:
+        shown.close()
+    report = {"run": str(out), "epoch": trainer.epoch, "overrides": list(overrides), "readout_sweep": rows}
+    write_json_atomic(Path(out) / "readout-sweep.json", report)
     return report
 
 

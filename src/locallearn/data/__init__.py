@@ -11,88 +11,59 @@ Both kinds (`DataSplits`, `ImageFolderData`) offer what training and evaluation 
 `split_size(split)`, `labels(split, limit)` and `eval_batches(split, batch_size, limit)`
 for `split` in train / val / test (`limit`: a fixed subset of that many examples, the
 same for every seed); and `train_batches(data, ...)` below for the training batches.
+
+`DATASETS` is the one list of dataset names (config's `data.name` reads it) and how each loads;
+the modules of this package never import the package itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
-import torch
-from torch import Tensor
-
+from locallearn.data.batcher import Batcher
+from locallearn.data.cifar import load_cifar10
+from locallearn.data.cifar import NUM_CLASSES as CIFAR10_CLASSES
+from locallearn.data.imagefolder import load_imagefolder
+from locallearn.data.locate import find_dataset
+from locallearn.data.mnist import NUM_CLASSES as IDX_CLASSES
+from locallearn.data.mnist import load_idx_dataset
+from locallearn.data.splits import DataSplits, RawData, pixel_mean_std, split_raw
 from locallearn.errors import UsageError
 
-DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10")
-NUM_CLASSES = 10
+__all__ = ["DATASETS", "DATASET_NAMES", "NUM_CLASSES", "DataSplits", "RawData", "load_dataset", "pixel_mean_std", "train_batches"]
 
 
-@dataclass
-class RawData:
-    """A dataset as read from its files: uint8 images (N, C, H, W) and int64 labels (N,), as numpy arrays."""
+@dataclass(frozen=True)
+class InMemory:
+    """A dataset whose files (found or downloaded by `locate.find_dataset`) are read whole into memory."""
 
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-
-
-@dataclass
-class DataSplits:
-    """Float32 images (N, C, H, W), normalised as `(x / 255 - mean) / std`, and int64 labels.
-
-    `pixel_low` / `pixel_high` are the normalised values of raw pixels 0 and 255, for
-    writing into images (e.g. a label overlay) on the same scale as the data.
-    """
-
-    train_x: Tensor
-    train_y: Tensor
-    val_x: Tensor
-    val_y: Tensor
-    test_x: Tensor
-    test_y: Tensor
+    read: Callable[[Path], RawData]
     num_classes: int
-    image_shape: tuple[int, int, int]
-    mean: float
-    std: float
-    pixel_low: float
-    pixel_high: float
 
-    def to(self, device: torch.device | str) -> DataSplits:
-        """The same splits with every tensor on `device` (the whole dataset lives there during training)."""
-        moved = {name: getattr(self, name).to(device) for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
-        return replace(self, **moved)
-
-    def split_size(self, split: str) -> int:
-        """Examples in `split` ('train', 'val' or 'test')."""
-        return getattr(self, f"{split}_y").shape[0]
-
-    def labels(self, split: str, limit: int | None = None) -> Tensor:
-        """Labels of `split` (of its fixed subset of `limit` examples), in `eval_batches` order."""
-        y = getattr(self, f"{split}_y")
-        subset = _subset(self.split_size(split), limit, y.device)
-        return y if subset is None else y.index_select(0, subset)
-
-    def eval_batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        """(x, y) slices of `split` (of its fixed subset of `limit` examples) in order; at least one, maybe empty."""
-        x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
-        subset = _subset(self.split_size(split), limit, y.device)
-        for start in range(0, max(x.shape[0] if subset is None else subset.shape[0], 1), batch_size):
-            if subset is None:
-                yield x[start : start + batch_size], y[start : start + batch_size]
-            else:
-                part = subset[start : start + batch_size]
-                yield x.index_select(0, part), y.index_select(0, part)
+    def load(self, name, data_dir, val_size, train_subset, normalize, download, **_) -> DataSplits:
+        return split_raw(name, self.read(find_dataset(name, data_dir, download)), self.num_classes, val_size, train_subset, normalize)
 
 
-def _subset(n: int, limit: int | None, device: torch.device) -> Tensor | None:
-    """The positions of `fixed_subset` as a tensor on `device` (None: all)."""
-    from locallearn.data.imagefolder import fixed_subset
+@dataclass(frozen=True)
+class ImageFolder:
+    """An ImageNet-layout folder of image files, listed and split now and decoded batch by batch."""
 
-    subset = fixed_subset(n, limit)
-    return None if subset is None else torch.from_numpy(subset).to(device)
+    num_classes: None = None
+
+    def load(self, name, data_dir, val_size, train_subset, normalize, download, image_size, workers, crop_scale):
+        return load_imagefolder(data_dir, val_size, train_subset, image_size, workers, normalize, crop_scale)
+
+
+DATASETS: dict[str, InMemory | ImageFolder] = {
+    "mnist": InMemory(load_idx_dataset, IDX_CLASSES),
+    "fashion-mnist": InMemory(load_idx_dataset, IDX_CLASSES),
+    "cifar10": InMemory(load_cifar10, CIFAR10_CLASSES),
+    "imagefolder": ImageFolder(),
+}
+DATASET_NAMES = tuple(name for name, dataset in DATASETS.items() if dataset.num_classes)  # those of known classes
+(NUM_CLASSES,) = {DATASETS[name].num_classes for name in DATASET_NAMES}  # all of them have ten
 
 
 def load_dataset(
@@ -106,82 +77,16 @@ def load_dataset(
     workers: int = 4,
     crop_scale: float = 0.08,
 ):
-    """Load `name` ('mnist', 'fashion-mnist', 'cifar10', 'imagefolder') and split it.
-
-    Validation is the last `val_size` examples of the official training set; training is
-    the first `train_subset` of the rest (all when None). With `normalize`, one scalar
-    mean and std are computed over the training part (after the split) in x/255 units;
-    otherwise images are just x/255 (mean 0, std 1).
+    """Load dataset `name` of `DATASETS` and split it (see `split_raw`).
 
     `imagefolder` (`data_dir` required) returns an `ImageFolderData` instead: its files
     are listed and split now, and decoded at `image_size` by `workers` DataLoader
     processes as batches are asked for (see `locallearn.data.imagefolder`).
     """
-    # Imported here, not at the top: these modules import RawData from this package.
-    from locallearn.data.cifar import load_cifar10
-    from locallearn.data.locate import find_dataset
-    from locallearn.data.mnist import load_idx_dataset
-
-    if name == "imagefolder":
-        from locallearn.data.imagefolder import load_imagefolder
-
-        return load_imagefolder(data_dir, val_size, train_subset, image_size, workers, normalize, crop_scale)
-    if name not in DATASET_NAMES:
-        raise UsageError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}, imagefolder")
-    folder = find_dataset(name, data_dir, download)
-    raw = load_cifar10(folder) if name == "cifar10" else load_idx_dataset(folder)
-
-    n_official = len(raw.train_x)
-    if not 0 <= val_size < n_official:
-        raise UsageError(f"data.val_size={val_size} must be in 0..{n_official - 1}: {name} has {n_official} training examples")
-    n_rest = n_official - val_size
-    n_train = n_rest if train_subset is None else train_subset
-    if not 1 <= n_train <= n_rest:
-        raise UsageError(
-            f"data.train_subset={train_subset} must be in 1..{n_rest}: {name} has {n_rest} training examples "
-            f"left after holding out data.val_size={val_size}"
-        )
-    train_x, train_y = raw.train_x[:n_train], raw.train_y[:n_train]
-    val_x, val_y = raw.train_x[n_rest:], raw.train_y[n_rest:]
-
-    mean, std = 0.0, 1.0
-    if normalize:
-        mean, std = pixel_mean_std(train_x)
-
-    def images(x: np.ndarray) -> Tensor:
-        return torch.from_numpy(x).float().div_(255.0).sub_(mean).div_(std)
-
-    def labels(y: np.ndarray) -> Tensor:
-        return torch.tensor(y, dtype=torch.int64)
-
-    return DataSplits(
-        train_x=images(train_x),
-        train_y=labels(train_y),
-        val_x=images(val_x),
-        val_y=labels(val_y),
-        test_x=images(raw.test_x),
-        test_y=labels(raw.test_y),
-        num_classes=NUM_CLASSES,
-        image_shape=tuple(raw.train_x.shape[1:]),
-        mean=mean,
-        std=std,
-        pixel_low=(0.0 - mean) / std,
-        pixel_high=(1.0 - mean) / std,
-    )
-
-
-def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
-    """Mean and std of all pixels of uint8 `images`, in x/255 units (std 1 for constant images).
-
-    Computed exactly from a 256-bin histogram, without a float copy of the images.
-    """
-    counts = np.bincount(images.ravel(), minlength=256).astype(np.float64)
-    values = np.arange(256, dtype=np.float64) / 255.0
-    mean = float(counts @ values / counts.sum())
-    if np.count_nonzero(counts) <= 1:
-        return mean, 1.0
-    return mean, float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum()))
-
+    if name not in DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    return DATASETS[name].load(name, data_dir, val_size, train_subset, normalize, download,
+                               image_size=image_size, workers=workers, crop_scale=crop_scale)
 
 
 def train_batches(data, batch_size: int, seed: int, rank: int = 0, world: int = 1):
@@ -189,8 +94,6 @@ def train_batches(data, batch_size: int, seed: int, rank: int = 0, world: int = 
 
     In-memory splits: a `Batcher`; an image folder: its `ImageFolderBatches` (same interface, same epoch order).
     """
-    from locallearn.data.batcher import Batcher
-
     if not isinstance(data, DataSplits) and hasattr(data, "train_batches"):
         return data.train_batches(batch_size, seed, rank, world)
     return Batcher(data.train_x, data.train_y, batch_size, shuffle=True, seed=seed, rank=rank, world=world)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from locallearn.data import NUM_CLASSES, RawData
+from locallearn.data.splits import RawData
 from locallearn.errors import DataError
 
 try:  # numpy >= 2
@@ -28,6 +28,8 @@ ARCHIVE_NAME = "cifar-10-python.tar.gz"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 IMAGE_SHAPE = (3, 32, 32)
+
+NUM_CLASSES = 10  # CIFAR-10
 
 
 class SafeUnpickler(pickle.Unpickler):

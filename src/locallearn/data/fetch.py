@@ -14,8 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from locallearn.data import DATASET_NAMES
-from locallearn.data.locate import DEBIAN_PACKAGES, find_dataset
+from locallearn.data.locate import DEBIAN_PACKAGES, REMOTE_FILES, find_dataset
 from locallearn.errors import DataError
 
 
@@ -47,7 +46,7 @@ def apt_install(package: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m locallearn.data.fetch", description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=DATASET_NAMES)
+    parser.add_argument("name", choices=tuple(REMOTE_FILES))
     parser.add_argument("--data-dir", default=None, help="look here first (same as locallearn train --data-dir)")
     args = parser.parse_args(argv)
     try:

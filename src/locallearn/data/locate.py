@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from locallearn.atomic import write_atomic
-from locallearn.data import DATASET_NAMES
 from locallearn.data.cifar import ARCHIVE_NAME, find_cifar10_source
 from locallearn.data.mnist import IDX_FILES, has_idx_dataset
 from locallearn.errors import DataError, UsageError
@@ -81,8 +80,8 @@ def find_dataset(name: str, data_dir: str | os.PathLike | None, download: bool =
     Raises `DataError` (one line: where it looked, why the download failed, how to get
     the files) when the dataset is nowhere and cannot be downloaded.
     """
-    if name not in DATASET_NAMES:
-        raise UsageError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
+    if name not in REMOTE_FILES:
+        raise UsageError(f"unknown dataset {name!r}; valid: {', '.join(REMOTE_FILES)}")
     searched = candidate_folders(name, data_dir)
     for folder in searched:
         if has_dataset(name, folder):

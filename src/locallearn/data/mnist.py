@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from locallearn.data import NUM_CLASSES, RawData
+from locallearn.data.splits import RawData
 from locallearn.data.idx import read_idx
 from locallearn.errors import DataError
 
@@ -17,6 +17,8 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 IMAGE_SIZE = (28, 28)
+
+NUM_CLASSES = 10  # MNIST and Fashion-MNIST
 
 
 def idx_file(folder: Path, stem: str) -> Path | None:
