@@ -244,7 +244,8 @@ def write_cell_record(out: Path, cell: Cell, records: Path) -> None:
 
 
 def run_cell(out: Path, cell: Cell, records: Path, stop: threading.Event | None = None) -> str:
-    """Claim, run (or resume) and record one cell: 'done', 'was done' (by another), 'busy' (another holds it) or 'failed: <why>'."""
+    """Claim, run (or resume) and record one cell: 'done', 'was done' (by another), 'busy' (another holds it),
+    'stopped' (the study was interrupted) or 'failed: <why>'."""
     if is_done(out, cell):
         write_cell_record(out, cell, records)
         return "was done"
@@ -258,6 +259,8 @@ def run_cell(out: Path, cell: Cell, records: Path, stop: threading.Event | None 
         (out / f"{cell.name}.failed").unlink(missing_ok=True)
         resume = ["--resume"] if (out / cell.name / "checkpoint.json").is_file() else []
         status, last_line = _train(out, cell, lock, resume, stop)
+        if status != 0 and stop is not None and stop.is_set():
+            return "stopped"  # asked to stop: it saved a checkpoint and the next run resumes it
         if status != 0:
             why = f"killed by {signal.Signals(-status).name}" if status < 0 else last_line or f"exit status {status}"
             write_text_atomic(out / f"{cell.name}.failed", why + "\n")
@@ -370,7 +373,7 @@ def run_study(study: Study, out: Path, records: Path, workers: int = 1, executor
                 pending.remove(cell)
                 if outcome == "done":
                     progress.finished_here.append(time.monotonic() - started)  # for the ETA
-                elif outcome != "was done":
+                elif outcome not in ("was done", "stopped"):
                     failed.append((cell, outcome.removeprefix("failed: ")))
                     print(f"study {study.name}: cell {cell.name} {outcome}", file=sys.stderr, flush=True)
 
