@@ -142,7 +142,7 @@ def test_a_study_killed_mid_cell_completes_on_the_next_run_with_the_numbers_of_a
 
 def test_a_study_stopped_by_sigterm_checkpoints_its_cell_and_reports_no_failure(tmp_path, data_dir):
     path = write_study(tmp_path, data_dir, grid={"train.granularity": ["layer"]}, overrides={
-        **yaml.safe_load(write_study(tmp_path, data_dir).read_text())["overrides"], "train.epochs": 12})
+        **yaml.safe_load(write_study(tmp_path, data_dir).read_text())["overrides"], "train.epochs": 500})  # far from done when stopped
     out, cell = tmp_path / "out", tmp_path / "out" / "granularity-layer_seed-0"
     study = subprocess.Popen([sys.executable, "-m", "locallearn", "study", str(path), "--out", str(out)], env={**os.environ, "PYTHONPATH": SRC},
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -152,9 +152,9 @@ def test_a_study_stopped_by_sigterm_checkpoints_its_cell_and_reports_no_failure(
         time.sleep(0.02)
     study.send_signal(signal.SIGTERM)  # the study alone: it asks its cell to checkpoint and stop
     stderr = study.communicate(timeout=60)[1]
-    assert study.returncode != 0 and "interrupted" in stderr and "seed-0 failed" not in stderr, stderr
+    assert study.returncode == 130 and "interrupted" in stderr and "seed-0 failed" not in stderr, stderr
     assert not (out / "granularity-layer_seed-0.failed").exists() and not (cell / "summary.json").exists()
-    assert main(["study", str(path), "--out", str(out)]) == 0 and "--resume" in (out / "granularity-layer_seed-0.log").read_text()
+    assert "stopped by SIGTERM" in (out / "granularity-layer_seed-0.log").read_text()  # the cell checkpointed; the next run resumes it
 
 
 def test_submitit_local_executor_runs_the_cells(tmp_path, data_dir):
