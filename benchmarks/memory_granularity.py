@@ -25,6 +25,7 @@ from locallearn.atomic import write_json_atomic
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
+from locallearn.nn.backbones import BUILDERS
 
 
 def rss_mb() -> float:
@@ -59,7 +60,7 @@ def measure(args: argparse.Namespace, granularity: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="blockwise-barlow")
-    parser.add_argument("--arch", default="resnet18", choices=["vgg", "resnet18", "resnet50"])
+    parser.add_argument("--arch", default="resnet18", choices=sorted(BUILDERS))
     parser.add_argument("--width", type=int, default=32, help="ResNet base width")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels")
     parser.add_argument("--channels", type=int, default=3)

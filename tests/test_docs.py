@@ -132,3 +132,13 @@ def test_docs_hook_publishes_the_result_plots_that_pages_link_as_in_the_reposito
     page = "![a](../results/x/a.png) and [b](../../results/b.png) <!-- generated: granularity -->"
     out = hooks.on_page_markdown(page.replace(" <!--", "\n<!--"), None, None, None)
     assert out.startswith("![a](results/x/a.png) and [b](../results/b.png)\n| K (blocks) |")
+
+
+def test_memory_granularity_table_reads_the_benchmarks_rows(tmp_path):
+    from locallearn.doc_tables import generate
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    rows = [{"granularity": "end-to-end", "blocks": 1, "peak_above_baseline_mb": 200.0}, {"granularity": "block:4", "blocks": 4, "peak_above_baseline_mb": 50.0}]
+    (tmp_path / "benchmarks" / "results" / "m.json").write_text(json.dumps({"settings": ["--arch=vgg"], "rows": rows}))
+    table = generate("memory-granularity", ["m.json"], tmp_path)
+    assert "memory_granularity.py --arch=vgg" in table and "| peak MiB | 200 | 50 |" in table and "| vs end to end | 1.00 | 0.25 |" in table

@@ -269,6 +269,21 @@ def memory_table(args: list[str], root: Path = ROOT) -> str:
     return "\n".join(out)
 
 
+def memory_granularity_table(args: list[str], root: Path = ROOT) -> str:
+    """Docs: peak training memory against the number of blocks, from `benchmarks/memory_granularity.py`'s JSON output (`args`: its file names)."""
+    out = []
+    for name in args:
+        result = json.loads((root / "benchmarks" / "results" / name).read_text())
+        rows = result["rows"]
+        lines = [f"`python benchmarks/memory_granularity.py {' '.join(result['settings'])}`, peak MiB above the process's baseline:\n",
+                 "| granularity | " + " | ".join(row["granularity"] for row in rows) + " |", "|" + " --- |" * (len(rows) + 1),
+                 "| blocks (K) | " + " | ".join(str(row["blocks"]) for row in rows) + " |",
+                 "| peak MiB | " + " | ".join(f"{row['peak_above_baseline_mb']:.0f}" for row in rows) + " |",
+                 "| vs end to end | " + " | ".join(f"{row['peak_above_baseline_mb'] / rows[0]['peak_above_baseline_mb']:.2f}" for row in rows) + " |"]
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
 # ---- studies and folders of records ------------------------------------------------------
 
 def study_rows(name: str, root: Path = ROOT) -> list[dict]:
@@ -338,6 +353,7 @@ GENERATORS = {
     "speed": lambda args, root: speed_table(root),
     "throughput": lambda args, root: throughput_table(root),
     "memory": memory_table,
+    "memory-granularity": memory_granularity_table,
     "study": study_table,
     "granularity": lambda args, root: granularity_table(root),
     "records": records_table,
