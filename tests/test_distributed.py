@@ -53,10 +53,10 @@ def folder(tmp_path_factory):
     return tiny_dataset_folder(tmp_path_factory.mktemp("data"))
 
 
-@pytest.mark.parametrize("granularity", ["layer", "end-to-end"])
-def test_data_parallel_equals_one_process_with_the_global_batch(tmp_path, folder, granularity):
-    """2 ranks x batch 25 train the same weights as 1 process x batch 50 (per-block gradients averaged)."""
-    overrides = [f"data.dir={folder}", f"train.granularity={granularity}", "optim.lr=0.003"]
+@pytest.mark.parametrize("granularity, overlap", [("layer", False), ("end-to-end", False), ("layer", True)])
+def test_data_parallel_equals_one_process_with_the_global_batch(tmp_path, folder, granularity, overlap):
+    """2 ranks x batch 25 train the same weights as 1 process x batch 50 (per-block gradients averaged), LoCo's overlap included."""
+    overrides = [f"data.dir={folder}", f"train.granularity={granularity}", f"train.overlap={str(overlap).lower()}", "optim.lr=0.003"]
     done = torchrun(2, "backprop-mlp", tmp_path / "dp", *overrides, "data.batch_size=25")
     assert done.returncode == 0, done.stderr[-2000:]
     train_here("backprop-mlp", tmp_path / "one", folder, *overrides, "data.batch_size=50")

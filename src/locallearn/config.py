@@ -126,6 +126,7 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = Field("fp32", description="fp32, or bf16 (forward and local losses under bfloat16 autocast; weights and optimizer stay fp32).")
     channels_last: bool = Field(False, description="Conv nets: weights and inputs in channels-last memory format (faster convolutions on GPUs).")
     compile: bool = Field(False, description="torch.compile each block's layers (state-dict names unchanged, so checkpoints load either way).")
+    overlap: bool = Field(False, description="LoCo's overlapping blocks (Xiong et al. 2020): each block's loss also trains the block before it, crossing exactly one block boundary (not strictly local; two blocks' activations are held at a time).")
 
     @field_validator("granularity")
     @classmethod

@@ -55,6 +55,40 @@ def train_step(blocks, optimizers: list[torch.optim.Optimizer], views: Views, pr
     return metrics, h
 
 
+def overlap_step(blocks, optimizers: list[torch.optim.Optimizer], views: Views, precision: str = "fp32") -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+    """`train_step` with LoCo's overlapping blocks (`train.overlap`): block k's loss trains block k and block k−1.
+
+    Exactly one boundary is crossed. Block k reads the detached output of block k−1 as a leaf;
+    the gradient of its loss at that leaf is carried back through block k−1 alone (whose own
+    input is detached), in the same backward as block k−1's own loss, and only then does block
+    k−1 step. The price: a second backward through each block to its input, and two blocks'
+    activations held at a time.
+    """
+    h, metrics, waiting = views.inputs, [], None  # waiting: the previous block's (loss, output, optimizer)
+    for block, optimizer in zip(blocks, optimizers):
+        x = h.requires_grad_() if waiting else h
+        with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out, loss, block_metrics = block(x, views)
+        if waiting:
+            (carried,) = torch.autograd.grad(loss, x, retain_graph=True)
+            _backward_and_step(*waiting, carried)
+        waiting = (loss, out, optimizer)
+        h = out.detach()
+        metrics.append(block_metrics)
+    _backward_and_step(*waiting, None)
+    return metrics, h
+
+
+def _backward_and_step(loss: torch.Tensor, out: torch.Tensor, optimizer: torch.optim.Optimizer, carried: torch.Tensor | None) -> None:
+    """One block's update from its own loss plus, if given, the next block's gradient at its output (the one crossing)."""
+    optimizer.zero_grad(set_to_none=True)
+    if carried is None:
+        loss.backward()
+    else:
+        torch.autograd.backward([loss, out], [torch.ones_like(loss), carried])
+    optimizer.step()
+
+
 def check_finite(blocks, losses: list[torch.Tensor]) -> None:
     """Raise `Divergence` naming the first block whose loss is NaN or infinite (one device sync per step)."""
     finite = torch.isfinite(torch.stack([loss.float().to(losses[0].device) for loss in losses]))
@@ -112,7 +146,7 @@ class Trainer:
         method_cls = methods.get(config.method.name)
         info = DataInfo(data.num_classes, tuple(data.image_shape), data.pixel_low, data.pixel_high)
         self.method: Method = method_cls(config.method.options, info)
-        refuse_unsupported_modes(self.method, self.dist, config.distributed)
+        refuse_unsupported_modes(self.method, self.dist, config.distributed, config.train.overlap)
         torch.manual_seed(config.train.seed)
         layers = self.method.build_layers(config.model, tuple(data.image_shape)) or build_backbone(config.model, tuple(data.image_shape))
         layers = with_blackboxes(layers, config.model, config.train.granularity, config.train.seed)
@@ -177,7 +211,7 @@ class Trainer:
             part = EpochProgress(sums=[{} for _ in self.net.blocks])
         self.net.train()
         optimizers = [self.optimizers[i] for i in self.own]
-        step_fn = self.method.train_step or train_step
+        step_fn = self.method.train_step or (overlap_step if self.config.train.overlap else train_step)
         stopped = False
         for views in self.link.views(part.step):
             if self.config.train.channels_last and views.inputs.dim() == 4:
@@ -218,8 +252,13 @@ class Trainer:
         }
 
 
-def refuse_unsupported_modes(method: Method, dist: DistContext, cfg) -> None:
+def refuse_unsupported_modes(method: Method, dist: DistContext, cfg, overlap: bool = False) -> None:
     """A one-line `UsageError` when the run asks for a mode the method declares it cannot train in."""
+    if overlap and method.train_step is not None:
+        raise UsageError(f"train.overlap does not apply to method {method.name!r}: it trains with its own step, not the engine's chain of blocks; use train.overlap=false")
+    if overlap and dist.pipeline:
+        raise UsageError("train.overlap cannot run as a pipeline (distributed.mode=pipeline): a block's loss must reach the block before it, "
+                         "which another process trains; use distributed.mode=data or one process")
     if not method.supports_pipeline and (dist.pipeline or cfg.devices):
         raise UsageError(f"method {method.name!r} cannot run as a pipeline (distributed.mode=pipeline or distributed.devices): "
                          f"{method.pipeline_refusal}; run it in one process or with distributed.mode=data")
