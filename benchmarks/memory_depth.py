@@ -41,6 +41,7 @@ pass must keep alive.
 from __future__ import annotations
 
 import argparse
+import weakref
 import gc
 import json
 import os
@@ -93,6 +94,48 @@ class SavedBytes:
         for handle in self.handles:
             handle.remove()
         return [sum(block.values()) / 2**20 for block in self.per_block]
+
+
+class LiveSavedBytes:
+    """The peak bytes of the tensors autograd holds for backward at one time (parameters excluded, each storage once).
+
+    Unlike `SavedBytes`, which sums what each block saves, this follows the tensors' lives:
+    a saved tensor counts until autograd lets go of it, so a step that holds two blocks'
+    graphs at once (`train.overlap`) shows it.
+    """
+
+    def __init__(self, parameters):
+        self.parameters = {p.untyped_storage().data_ptr() for p in parameters}
+        self.holders: dict[int, int] = {}  # storage address -> saved tensors that share it
+        self.live = self.peak = 0
+
+    def pack(self, tensor: torch.Tensor):
+        key = tensor.untyped_storage().data_ptr()
+        if key in self.parameters:
+            return tensor
+        if not self.holders.get(key):
+            self.live += tensor.untyped_storage().nbytes()
+            self.peak = max(self.peak, self.live)
+        self.holders[key] = self.holders.get(key, 0) + 1
+        box = _Box(tensor)
+        weakref.finalize(box, self._release, key, tensor.untyped_storage().nbytes())
+        return box
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self.holders[key] -= 1
+        if not self.holders[key]:
+            self.live -= nbytes
+
+    @staticmethod
+    def unpack(box):
+        return box.tensor if isinstance(box, _Box) else box
+
+
+class _Box:
+    """A saved tensor; its finalizer tells `LiveSavedBytes` when autograd lets go of it."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
 
 
 def overrides_for(args: argparse.Namespace, depth: int, granularity: str) -> list[str]:

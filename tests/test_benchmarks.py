@@ -2,6 +2,10 @@
 
 - memory_depth.SavedBytes: what one backward pass must keep alive does not grow with depth
   when every layer is its own block, and grows in proportion to depth end to end.
+- memory_depth.LiveSavedBytes: the activations held at one time; with `train.overlap` a step
+  holds two blocks' graphs at once, so over twice one block's (a block's input now needs its
+  gradient, so what the block does to it before its first weights is saved too), never the whole net's.
+- overlap_cost's hand-written loop does the overlap step's math: the same weights after a step.
 - gpu_check.step_flops and ff_speed.epoch_flops agree on the FLOPs of an FF step: forward
   plus the weight gradient only, since every FF layer's input is detached.
 - image_ff_speed's hand-written conv FF loop does the engine's math: the same weights after
@@ -74,6 +78,44 @@ def test_saved_for_backward_by_depth(granularity):
         assert saved[6] == pytest.approx(saved[2], rel=0.05)
     else:
         assert saved[6] > 2.5 * saved[2]
+
+
+def live_saved_megabytes(*overrides: str) -> float:
+    memory_depth = load_benchmark("memory_depth")
+    config = load_config("backprop-mlp", ["model.hidden=[256,256,256,256,256,256]", "data.batch_size=64", "logging.progress=false", *overrides])
+    trainer = Trainer(config, random_splits(64))
+    counter = memory_depth.LiveSavedBytes(trainer.net.parameters())
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
+        trainer.train_epoch()
+    assert counter.live == 0  # every saved tensor was let go of after the step
+    return counter.peak / 2**20
+
+
+def test_live_saved_activations_follow_how_many_blocks_a_step_holds():
+    one_block = live_saved_megabytes("train.granularity=layer")
+    overlap = live_saved_megabytes("train.granularity=layer", "train.overlap=true")
+    end_to_end = live_saved_megabytes("train.granularity=end-to-end")
+    assert 1.9 * one_block < overlap < 3 * one_block
+    assert end_to_end > 2 * overlap
+
+
+def test_the_hand_written_overlap_loop_is_the_overlap_steps_math():
+    import copy
+
+    from locallearn.engine import overlap_step
+
+    overlap_cost = load_benchmark("overlap_cost")
+    config = load_config("backprop-mlp", ["model.hidden=[32,32,32]", "data.batch_size=16", "optim.name=sgd", "optim.lr=0.1", "logging.progress=false"])
+    engine = Trainer(config, random_splits(16))
+    by_hand = copy.deepcopy(engine)
+    x, y, index = next(iter(engine.batcher.batches(0)))
+    views = engine.method.make_views(x, y, index, torch.Generator().manual_seed(0))
+    overlap_step(engine.net.blocks, engine.optimizers, views)
+    overlap_cost.hand_written_overlap(by_hand.net.blocks, by_hand.optimizers, views)
+    start = Trainer(config, random_splits(16)).net.state_dict()
+    for name, value in engine.net.state_dict().items():
+        torch.testing.assert_close(by_hand.net.state_dict()[name], value, msg=name)
+        assert not torch.equal(value, start[name]) or "running" in name, f"{name} did not train"
 
 
 def test_ff_step_flops_match_the_formula():

@@ -134,11 +134,24 @@ def test_docs_hook_publishes_the_result_plots_that_pages_link_as_in_the_reposito
     assert out.startswith("![a](results/x/a.png) and [b](../results/b.png)\n| K (blocks) |")
 
 
+def test_overlap_cost_table_reads_the_benchmarks_result(tmp_path):
+    from locallearn.doc_tables import generate
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    result = {"command": "python benchmarks/overlap_cost.py --blocks 8", "blocks": 8, "median_step_seconds": {"plain": 0.2, "overlap": 0.33},
+              "vs_plain": {"plain": 1.0, "overlap": 1.65}}
+    (tmp_path / "benchmarks" / "results" / "overlap_cost.json").write_text(json.dumps(result))
+    table = generate("overlap-cost", [], tmp_path)
+    assert "`python benchmarks/overlap_cost.py --blocks 8` (K = 8)" in table and "| overlap | 330 ms | 1.65× |" in table
+
+
 def test_memory_granularity_table_reads_the_benchmarks_rows(tmp_path):
     from locallearn.doc_tables import generate
 
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    rows = [{"granularity": "end-to-end", "blocks": 1, "peak_above_baseline_mb": 200.0}, {"granularity": "block:4", "blocks": 4, "peak_above_baseline_mb": 50.0}]
+    rows = [{"granularity": "end-to-end", "blocks": 1, "peak_above_baseline_mb": 200.0, "saved_activations_mb": 97.66},
+            {"granularity": "block:4", "blocks": 4, "peak_above_baseline_mb": 50.0, "saved_activations_mb": 38.7}]
     (tmp_path / "benchmarks" / "results" / "m.json").write_text(json.dumps({"settings": ["--arch=vgg"], "rows": rows}))
     table = generate("memory-granularity", ["m.json"], tmp_path)
     assert "memory_granularity.py --arch=vgg" in table and "| peak MiB | 200 | 50 |" in table and "| vs end to end | 1.00 | 0.25 |" in table
+    assert "| saved activations MiB | 97.7 | 38.7 |" in table

@@ -275,13 +275,24 @@ def memory_granularity_table(args: list[str], root: Path = ROOT) -> str:
     for name in args:
         result = json.loads((root / "benchmarks" / "results" / name).read_text())
         rows = result["rows"]
-        lines = [f"`python benchmarks/memory_granularity.py {' '.join(result['settings'])}`, peak MiB above the process's baseline:\n",
+        lines = [f"`python benchmarks/memory_granularity.py {' '.join(result['settings'])}`: peak resident MiB above the process's baseline, "
+                 "and the peak of the activations autograd held for backward:\n",
                  "| granularity | " + " | ".join(row["granularity"] for row in rows) + " |", "|" + " --- |" * (len(rows) + 1),
                  "| blocks (K) | " + " | ".join(str(row["blocks"]) for row in rows) + " |",
                  "| peak MiB | " + " | ".join(f"{row['peak_above_baseline_mb']:.0f}" for row in rows) + " |",
                  "| vs end to end | " + " | ".join(f"{row['peak_above_baseline_mb'] / rows[0]['peak_above_baseline_mb']:.2f}" for row in rows) + " |"]
+        if all("saved_activations_mb" in row for row in rows):
+            lines.append("| saved activations MiB | " + " | ".join(f"{row['saved_activations_mb']:.1f}" for row in rows) + " |")
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
+
+
+def overlap_cost_table(args: list[str], root: Path = ROOT) -> str:
+    """Docs: a step with `train.overlap` against the plain step and a hand-written loop of the overlap's math, from `benchmarks/overlap_cost.py`'s JSON."""
+    result = json.loads((root / "benchmarks" / "results" / "overlap_cost.json").read_text())
+    rows = [f"| {name} | {seconds * 1000:.0f} ms | {result['vs_plain'][name]:.2f}× |" for name, seconds in result["median_step_seconds"].items()]
+    return "\n".join([f"`{result['command']}` (K = {result['blocks']}), median of alternating steps:\n",
+                      "| step | time | vs plain |", "| --- | --- | --- |", *rows]) + "\n"
 
 
 # ---- studies and folders of records ------------------------------------------------------
@@ -354,6 +365,7 @@ GENERATORS = {
     "throughput": lambda args, root: throughput_table(root),
     "memory": memory_table,
     "memory-granularity": memory_granularity_table,
+    "overlap-cost": overlap_cost_table,
     "study": study_table,
     "granularity": lambda args, root: granularity_table(root),
     "records": records_table,
