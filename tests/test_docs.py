@@ -103,12 +103,13 @@ def test_study_table_is_the_one_the_study_report_wrote_from_the_same_records():
 def test_granularity_table_follows_the_study_records(tmp_path):
     for folder in ("studies", "results"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
-    path = tmp_path / "results" / "granularity-quick" / "vicreg_granularity-block-8_seed-0.json"
-    record = json.loads(path.read_text())
-    record["summary"]["test_accuracy"] = 0.5
-    path.write_text(json.dumps(record))
+    for seed in (0, 1):
+        path = tmp_path / "results" / "granularity-fmnist" / f"vicreg_granularity-block-8_seed-{seed}.json"
+        record = json.loads(path.read_text())
+        record["summary"]["test_accuracy"] = 0.5
+        path.write_text(json.dumps(record))
     row = next(line for line in doc_tables.granularity_table(tmp_path).splitlines() if line.startswith("| 8 |"))
-    assert row.endswith(" 50.00 (-31.21) |")
+    assert row.split(" | ")[2] == "50.00 ± 0.00 (-34.62)"
     (tmp_path / "README.md").write_text(README.read_text())
     assert doc_tables.main(["--check", "--root", str(tmp_path)]) == 1
 

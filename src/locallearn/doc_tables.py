@@ -315,8 +315,8 @@ def study_table(args: list[str], root: Path = ROOT) -> str:
     return markdown_table(study_rows(args[0], root), COLUMNS)
 
 
-def granularity_table(root: Path = ROOT, name: str = "granularity-quick") -> str:
-    """README: test accuracy against K, one column per objective of the quick granularity study."""
+def granularity_table(root: Path = ROOT, name: str = "granularity-fmnist") -> str:
+    """README: test accuracy against K, one column per objective of the full granularity study."""
     rows = study_rows(name, root)
     lines, ks = list(dict.fromkeys(r["line"] for r in rows)), sorted({r["k"] for r in rows})
     by = {(r["line"], r["k"]): r for r in rows}
