@@ -147,5 +147,20 @@ def stop_and_resume(first, config, data, folder: Path, steps: int):
     return resumed
 
 
+def assert_resume_is_exact(config, data, folder: Path, steps: int = 2) -> None:
+    """Two epochs uninterrupted give the very weights of one epoch, a stop after `steps` steps of the second, a resume and its rest."""
+    from locallearn.engine import Trainer
+
+    reference = Trainer(config, data)
+    for _ in range(2):
+        reference.train_epoch()
+    first = Trainer(config, data)
+    first.train_epoch()
+    resumed = stop_and_resume(first, config, data, folder, steps=steps)
+    resumed.train_epoch()
+    for (name, mine), theirs in zip(resumed.net.state_dict().items(), reference.net.state_dict().values()):
+        assert torch.equal(mine, theirs), name
+
+
 def without_times(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("epoch_seconds", "samples_per_second")}

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import gradient_leaks, prototype_splits, stop_and_resume
+from helpers import assert_resume_is_exact, gradient_leaks, prototype_splits
 from locallearn.config import load_config
 from locallearn.data import DataSplits
 from locallearn.engine import Trainer
@@ -181,15 +181,7 @@ def test_activity_noise_is_scaled_reproducible_and_off_in_eval():
 def test_stop_inside_an_epoch_and_resume_is_exact_with_views_and_noise(tmp_path, data):
     """Augmented views come from the epoch generator and the noise stream from the weights: a resumed run is bit-exact."""
     run = config("blockwise-vicreg", *TINY_VGG, "train.granularity=block:2", "model.activity_noise=0.25", "train.epochs=2")
-    reference = Trainer(run, data)
-    for _ in range(2):
-        reference.train_epoch()
-    first = Trainer(run, data)
-    first.train_epoch()
-    resumed = stop_and_resume(first, run, data, tmp_path, steps=2)
-    resumed.train_epoch()
-    for (name, mine), theirs in zip(resumed.net.state_dict().items(), reference.net.state_dict().values()):
-        assert torch.equal(mine, theirs), name
+    assert_resume_is_exact(run, data, tmp_path)
 
 
 @pytest.mark.parametrize("probe_pool, positions", [(1, 1), (2, 4)])

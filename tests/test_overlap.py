@@ -13,7 +13,7 @@ import copy
 import pytest
 import torch
 
-from helpers import prototype_splits, stop_and_resume, tiny_config
+from helpers import assert_resume_is_exact, prototype_splits, tiny_config
 from locallearn.distributed.context import DistContext
 from locallearn.engine import Trainer, overlap_step, train_step
 from locallearn.errors import UsageError
@@ -107,11 +107,4 @@ def test_overlap_is_refused_where_a_block_boundary_is_not_the_engines(tmp_path, 
 
 def test_resume_inside_an_epoch_is_exact_with_overlap(tmp_path, data, one_thread):
     config = tiny_config("greedy-supervised", tmp_path, "train.granularity=layer", "train.overlap=true", "data.batch_size=16")
-    reference = Trainer(config, data)
-    reference.train_epoch(), reference.train_epoch()
-    first = Trainer(config, data)
-    first.train_epoch()
-    resumed = stop_and_resume(first, config, data, tmp_path, steps=2)
-    resumed.train_epoch()
-    for (name, mine), theirs in zip(resumed.net.state_dict().items(), reference.net.state_dict().values()):
-        assert torch.equal(mine, theirs), name
+    assert_resume_is_exact(config, data, tmp_path)
