@@ -108,3 +108,17 @@ def test_overlap_is_refused_where_a_block_boundary_is_not_the_engines(tmp_path, 
 def test_resume_inside_an_epoch_is_exact_with_overlap(tmp_path, data, one_thread):
     config = tiny_config("greedy-supervised", tmp_path, "train.granularity=layer", "train.overlap=true", "data.batch_size=16")
     assert_resume_is_exact(config, data, tmp_path)
+
+
+def test_the_trainer_takes_the_overlap_step_when_asked(tmp_path, data, one_thread):
+    """One step each (one batch per epoch): with train.overlap the first block trains differently, the last block identically."""
+    batch = f"data.batch_size={len(data.train_x)}"
+    plain, overlap = (Trainer(tiny_config("greedy-supervised", tmp_path, "train.granularity=layer", batch, f"train.overlap={o}"), data) for o in ("false", "true"))
+    for trainer in (plain, overlap):
+        assert len(trainer.batcher) == 1
+        trainer.train_epoch()
+    def weights(trainer, index: int) -> list[torch.Tensor]:
+        return list(trainer.net.blocks[index].layers.state_dict().values())
+
+    assert any(not torch.equal(a, b) for a, b in zip(weights(plain, 0), weights(overlap, 0)))
+    assert all(torch.equal(a, b) for a, b in zip(weights(plain, -1), weights(overlap, -1)))
